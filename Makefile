@@ -1,0 +1,37 @@
+# charrnn: every command a user or CI needs. The venv is built from requirements.lock (exact pins).
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+DVC     := $(VENV)/bin/dvc
+STAMP   := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast repro-check ui clean-venv
+
+$(STAMP): requirements.lock pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check pip==26.3
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: install, then the whole pipeline (`dvc repro`) on the default corpus
+run: install
+	$(DVC) repro
+	@$(PY) -m charrnn.cli outputs
+
+## test: install, then the whole test suite (unit + end-to-end pipeline)
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## test-fast: unit tests only (no DVC pipeline runs)
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+## ui: the MLflow UI on the project's store, on 127.0.0.1 only
+ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+clean-venv:
+	rm -rf $(VENV)

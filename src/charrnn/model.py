@@ -1,0 +1,125 @@
+"""The network: Embedding -> RNN layer(s) (GRU or LSTM) -> Dense logits, with state in and out.
+
+A model on disk is a self-contained directory: config.json (architecture + the fingerprint of the
+vocabulary it was trained with), model.weights.h5 and vocab.json. Loading rebuilds the architecture from our own config and
+reads weights only, so no code or pickled object is ever deserialized.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+
+from charrnn import files
+
+CONFIG = "config.json"
+WEIGHTS = "model.weights.h5"
+VOCAB = "vocab.json"
+
+
+class ModelError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    embedding_dim: int
+    units: int
+    layers: int = 1
+    cell: str = "gru"
+    dropout: float = 0.0
+    vocab_fingerprint: str = ""
+
+    @classmethod
+    def from_params(cls, train, vocab) -> "ModelConfig":
+        return cls(vocab_size=vocab.size, embedding_dim=train.embedding_dim, units=train.units,
+                   layers=train.layers, cell=train.cell, dropout=train.dropout,
+                   vocab_fingerprint=vocab.fingerprint)
+
+
+class CharRNN(keras.Model):
+    """logits = model(ids); (logits, states) = model(ids, states, return_state=True).
+
+    `states` is a list with one entry per RNN layer: [h] for a GRU, [h, c] for an LSTM.
+    Dropout sits on the embedding and on each RNN output, never on the recurrent connections,
+    which keeps Keras's cuDNN kernels eligible on a GPU.
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        rnn = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
+        self.embedding = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")
+        self.rnns = [rnn(config.units, return_sequences=True, return_state=True, name=f"{config.cell}_{i}")
+                     for i in range(config.layers)]
+        self.drop = keras.layers.Dropout(config.dropout, name="dropout")
+        self.dense = keras.layers.Dense(config.vocab_size, name="logits")
+
+    def call(self, ids, states=None, return_state=False, training=False):
+        x = self.drop(self.embedding(ids), training=training)
+        new_states = []
+        for i, rnn in enumerate(self.rnns):
+            out = rnn(x, initial_state=None if states is None else states[i], training=training)
+            x, layer_state = out[0], list(out[1:])
+            x = self.drop(x, training=training)
+            new_states.append(layer_state)
+        logits = self.dense(x)
+        return (logits, new_states) if return_state else logits
+
+    def initial_states(self, batch_size: int):
+        import tensorflow as tf
+
+        per_layer = 1 if self.config.cell == "gru" else 2
+        return [[tf.zeros((batch_size, self.config.units)) for _ in range(per_layer)] for _ in self.rnns]
+
+    def get_config(self):
+        return asdict(self.config)
+
+
+def build(config: ModelConfig) -> CharRNN:
+    model = CharRNN(config, name="charrnn")
+    model(keras.ops.zeros((1, 1), dtype="int32"))  # create the weights
+    return model
+
+
+def save(model: CharRNN, vocab, path: str | Path) -> None:
+    # Save a fresh copy: weights only (no optimizer slots) and layer names free of the
+    # per-process counters Keras appends ("adam_1"), so the file's bytes are reproducible.
+    clean = build(model.config)
+    clean.set_weights(model.get_weights())
+    with files.atomic_path(path) as tmp:
+        tmp.mkdir()
+        clean.save_weights(tmp / WEIGHTS)
+        files.write_json(tmp / CONFIG, asdict(model.config))
+        vocab.save(tmp / VOCAB)
+
+
+def load_vocab(path: str | Path):
+    from charrnn.vocab import Vocabulary
+
+    return Vocabulary.load(Path(path) / VOCAB)
+
+
+def load(path: str | Path, vocab=None) -> CharRNN:
+    """Rebuild a saved model; check its vocabulary (by default the copy saved beside it) matches."""
+    path = Path(path)
+    if vocab is None and (path / VOCAB).exists():
+        vocab = load_vocab(path)
+    try:
+        config = ModelConfig(**json.loads((path / CONFIG).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no trained model here (expected {CONFIG} and {WEIGHTS}; run `dvc repro train`)") from None
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path / CONFIG}: not a charrnn model config ({e})") from None
+    if vocab is not None and config.vocab_fingerprint != vocab.fingerprint:
+        raise ModelError(
+            f"{path} was trained with a different vocabulary than the one given "
+            f"(fingerprint {config.vocab_fingerprint[:12]} vs {vocab.fingerprint[:12]}): "
+            "rebuild the model with `dvc repro`, or pass the vocabulary it was trained with"
+        )
+    model = build(config)
+    model.load_weights(path / WEIGHTS)
+    return model

@@ -1,0 +1,194 @@
+"""Windows of seq_length + 1 ids, written to sharded TFRecords, and the tf.data reader.
+
+The corpus is split contiguously: the first (1 - val_fraction) of its characters train, the tail
+validates, so no validation window overlaps a training one. Windows step by seq_length, so
+consecutive windows share one id and every character but the first is a target exactly once.
+Each record is one window as raw little-endian integers (uint16 when the vocabulary fits).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from charrnn import files
+from charrnn.vocab import Vocabulary, read_chunks
+
+META = "meta.json"
+
+
+class RecordsError(ValueError):
+    pass
+
+
+def split_point(n_chars: int, val_fraction: float) -> int:
+    """Index of the first validation character."""
+    return int(round(n_chars * (1.0 - val_fraction)))
+
+
+def count_corpus_chars(path: str | Path) -> int:
+    return sum(len(chunk) for chunk in read_chunks(path))
+
+
+def check_long_enough(n_chars: int, val_fraction: float, seq_length: int) -> None:
+    split = split_point(n_chars, val_fraction)
+    need = seq_length + 1
+    if split < need or n_chars - split < need:
+        # smallest n with both parts >= need
+        must = max(int(np.ceil(need / (1 - val_fraction))), int(np.ceil(need / val_fraction))) + 1
+        raise RecordsError(
+            f"the corpus has {n_chars:,} characters; with seq_length={seq_length} and "
+            f"val_fraction={val_fraction} it needs at least {must:,} (one training and one "
+            f"validation window of {need} characters each)"
+        )
+
+
+def iter_ids(path: str | Path, vocab: Vocabulary, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Ids of corpus characters [start, stop), chunk by chunk."""
+    pos = 0
+    for chunk in read_chunks(path):
+        lo, hi = pos, pos + len(chunk)
+        pos = hi
+        if hi <= start:
+            continue
+        if stop is not None and lo >= stop:
+            break
+        a = max(start - lo, 0)
+        b = len(chunk) if stop is None else min(stop - lo, len(chunk))
+        yield vocab.encode(chunk[a:b])
+
+
+def iter_windows(id_chunks: Iterable[np.ndarray], seq_length: int) -> Iterator[np.ndarray]:
+    """Blocks of windows [k, seq_length + 1], stepping by seq_length, over a chunked id stream."""
+    carry = np.zeros(0, dtype=np.int32)
+    for chunk in id_chunks:
+        buf = np.concatenate([carry, chunk])
+        k = (len(buf) - 1) // seq_length
+        if k > 0:
+            idx = np.arange(k)[:, None] * seq_length + np.arange(seq_length + 1)[None, :]
+            yield buf[idx]
+        carry = buf[k * seq_length:]
+
+
+@dataclass(frozen=True)
+class RecordsMeta:
+    seq_length: int
+    dtype: str
+    vocab_size: int
+    vocab_fingerprint: str
+    corpus_chars: int
+    split: int
+    train_windows: int
+    val_windows: int
+    train_shards: list[str]
+    val_shards: list[str]
+
+    @classmethod
+    def load(cls, records_dir: str | Path) -> "RecordsMeta":
+        path = Path(records_dir) / META
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise RecordsError(f"{path} not found (run `dvc repro make_tfrecords`)") from None
+
+
+class _ShardWriter:
+    """Writes records to <prefix>-NNNNN.tfrecord files of about shard_bytes each."""
+
+    def __init__(self, directory: Path, prefix: str, shard_bytes: int):
+        self.directory, self.prefix, self.shard_bytes = directory, prefix, shard_bytes
+        self.names: list[str] = []
+        self.count = 0
+        self._writer = None
+        self._bytes = 0
+
+    def write(self, record: bytes) -> None:
+        import tensorflow as tf
+
+        if self._writer is None or self._bytes >= self.shard_bytes:
+            self.close()
+            name = f"{self.prefix}-{len(self.names):05d}.tfrecord"
+            self.names.append(name)
+            self._writer = tf.io.TFRecordWriter(str(self.directory / name))
+            self._bytes = 0
+        self._writer.write(record)
+        self._bytes += len(record)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def write_records(corpus: str | Path, vocab: Vocabulary, out_dir: str | Path, seq_length: int,
+                  val_fraction: float, shard_mb: int = 64, progress=None) -> RecordsMeta:
+    """Encode the corpus, cut it into windows and write train/val shards atomically into out_dir."""
+    n_chars = count_corpus_chars(corpus)
+    check_long_enough(n_chars, val_fraction, seq_length)
+    split = split_point(n_chars, val_fraction)
+    dtype = np.dtype("<u2") if vocab.size <= 1 << 16 else np.dtype("<i4")
+    shard_bytes = shard_mb << 20
+    with files.atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        counts = {}
+        shards = {}
+        for name, (start, stop) in {"train": (0, split), "val": (split, None)}.items():
+            writer = _ShardWriter(tmp, name, shard_bytes)
+            ids = iter_ids(corpus, vocab, start, stop)
+            if progress is not None:
+                ids = progress(ids, name)
+            for block in iter_windows(ids, seq_length):
+                for window in block.astype(dtype):
+                    writer.write(window.tobytes())
+            writer.close()
+            counts[name], shards[name] = writer.count, writer.names
+        meta = RecordsMeta(
+            seq_length=seq_length, dtype=dtype.str, vocab_size=vocab.size,
+            vocab_fingerprint=vocab.fingerprint, corpus_chars=n_chars, split=split,
+            train_windows=counts["train"], val_windows=counts["val"],
+            train_shards=shards["train"], val_shards=shards["val"],
+        )
+        files.write_json(tmp / META, meta.__dict__)
+    return meta
+
+
+def records_metrics(meta: RecordsMeta) -> dict:
+    return {
+        "corpus_chars": meta.corpus_chars,
+        "train_chars": meta.split,
+        "val_chars": meta.corpus_chars - meta.split,
+        "train_windows": meta.train_windows,
+        "val_windows": meta.val_windows,
+        "seq_length": meta.seq_length,
+        "shards": len(meta.train_shards) + len(meta.val_shards),
+    }
+
+
+def read_windows(records_dir: str | Path, split: str):
+    """The ordered tf.data stream of int32 windows of one split ("train" or "val")."""
+    import tensorflow as tf
+
+    meta = RecordsMeta.load(records_dir)
+    paths = [str(Path(records_dir) / n) for n in getattr(meta, f"{split}_shards")]
+    dtype = tf.uint16 if meta.dtype == "<u2" else tf.int32
+    ds = tf.data.TFRecordDataset(paths, num_parallel_reads=None)  # shards in order: reproducible
+    return ds.map(lambda r: tf.cast(tf.io.decode_raw(r, dtype, little_endian=True), tf.int32),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: int | None = None):
+    """(inputs, targets) batches; shuffled with a fixed seed when shuffle_seed is given."""
+    import tensorflow as tf
+
+    meta = RecordsMeta.load(records_dir)
+    ds = read_windows(records_dir, split)
+    if shuffle_seed is not None:
+        n = getattr(meta, f"{split}_windows")
+        ds = ds.shuffle(min(n, 1 << 17), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
