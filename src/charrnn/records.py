@@ -184,11 +184,10 @@ def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: 
     """(inputs, targets) batches; shuffled with a fixed seed when shuffle_seed is given."""
     import tensorflow as tf
 
-    meta = RecordsMeta.load(records_dir)
-    ds = read_windows(records_dir, split)
+    n = getattr(RecordsMeta.load(records_dir), f"{split}_windows")
+    ds = read_windows(records_dir, split).apply(tf.data.experimental.assert_cardinality(n))
     if shuffle_seed is not None:
-        n = getattr(meta, f"{split}_windows")
         ds = ds.shuffle(min(n, 1 << 17), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.batch(batch_size)
     ds = ds.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

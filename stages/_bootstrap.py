@@ -1,0 +1,34 @@
+"""Imported first by every stage: run on the project's venv and on this checkout's own code.
+
+`dvc repro` may be called from any environment, and `dvc exp run --temp`/queued experiments run
+in a copy of the repository under .dvc/tmp/exps/ that has no venv of its own. So: re-exec with the
+interpreter of the nearest enclosing `.venv` (or $CHARRNN_PYTHON) if this is not it, and put this
+checkout's src/ first on sys.path so a temporary copy runs its own code, not the installed one.
+"""
+import os
+import sys
+from pathlib import Path
+
+_root = Path(__file__).resolve().parent.parent
+
+
+def _venv_python() -> Path | None:
+    if os.environ.get("CHARRNN_PYTHON"):
+        return Path(os.environ["CHARRNN_PYTHON"])
+    for folder in (_root, *_root.parents):
+        if (folder / ".venv" / "bin" / "python").exists():
+            return folder / ".venv" / "bin" / "python"
+    return None
+
+
+def _in(python: Path) -> bool:
+    if python.parent.parent.joinpath("pyvenv.cfg").exists():  # a venv: compare prefixes
+        return Path(sys.prefix).resolve() == python.parent.parent.resolve()
+    return Path(sys.executable).resolve() == python.resolve()
+
+
+_python = _venv_python()
+if _python is not None and not _in(_python) and not os.environ.get("CHARRNN_BOOTSTRAPPED"):
+    os.environ["CHARRNN_BOOTSTRAPPED"] = "1"  # never loop
+    os.execv(str(_python), [str(_python), *sys.argv])
+sys.path.insert(0, str(_root / "src"))

@@ -1,0 +1,16 @@
+"""DVC stage download: data.source -> data/raw/corpus.txt (UTF-8, \\n newlines, no BOM)."""
+import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
+from charrnn import corpus, paths
+from charrnn.params import Params
+from charrnn.stage import run_stage
+
+
+def main() -> None:
+    params = Params.load(paths.PARAMS)
+    info = corpus.fetch(params.data, paths.CORPUS, paths.DOWNLOAD_CACHE)
+    print(f"{paths.CORPUS}: {info['chars']:,} characters ({info['bytes']:,} bytes) "
+          f"from {info['kind']} {info['source']} (sha256 {info['sha256'][:12]})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,33 @@
+"""DVC stage train: records + vocabulary -> data/model/, metrics/train.json, history and throughput plots."""
+import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
+from charrnn import files, paths, tracking
+from charrnn.params import Params
+from charrnn.stage import run_stage
+
+
+def main() -> None:
+    params = Params.load(paths.PARAMS)
+    from charrnn import training  # imports TensorFlow
+
+    training.configure(params.train.seed, params.train.threads)
+    from charrnn import model as model_lib
+    from charrnn.vocab import Vocabulary
+
+    vocab = Vocabulary.load(paths.VOCAB)
+    root = tracking.find_root()
+    with tracking.train_run(params, root, tags=training.environment_tags()) as run:
+        result = training.train(params.train, paths.RECORDS, vocab,
+                                on_epoch=lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
+        model_lib.save(result.model, vocab, paths.MODEL)
+        files.write_text(paths.METRICS / "history.csv", result.history.to_csv(index=False))
+        files.write_text(paths.METRICS / "throughput.csv", result.throughput.to_csv(index=False))
+        files.write_json(paths.METRICS / "train.json", result.summary)
+        run.set_tags({tracking.MODEL_HASH_TAG: files.sha256_tree(paths.MODEL)})
+        run.log_artifacts(paths.MODEL, "model")
+        run.log_artifact(paths.METRICS / "history.csv")
+    print(f"trained {result.summary['epochs']} epoch(s): loss {result.summary['loss']:.4f}, "
+          f"val_loss {result.summary['val_loss']:.4f} -> {paths.MODEL}/")
+
+
+if __name__ == "__main__":
+    run_stage(main)

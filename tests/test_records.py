@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from charrnn import records
+from charrnn.vocab import Vocabulary, count_chars
+
+
+def corpus(tmp_path, text):
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    return path, Vocabulary.from_counts(count_chars([text]))
+
+
+def test_windows_step_by_seq_length_and_cover_every_target():
+    ids = np.arange(23, dtype=np.int32)
+    blocks = list(records.iter_windows([ids[:5], ids[5:11], ids[11:]], seq_length=4))
+    windows = np.concatenate(blocks)
+    assert windows.shape == (5, 5)
+    assert windows[:, 0].tolist() == [0, 4, 8, 12, 16]
+    targets = windows[:, 1:].ravel()
+    assert targets.tolist() == list(range(1, 21))  # each once, in order; the 2-id tail is dropped
+
+
+def test_iter_ids_respects_split(tmp_path):
+    path, vocab = corpus(tmp_path, "abcdefghij" * 3)
+    head = np.concatenate(list(records.iter_ids(path, vocab, 0, 12)))
+    tail = np.concatenate(list(records.iter_ids(path, vocab, 12)))
+    assert vocab.decode(head) + vocab.decode(tail) == "abcdefghij" * 3
+    assert len(head) == 12
+
+
+def test_write_and_read_records(tmp_path):
+    text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(1000))
+    path, vocab = corpus(tmp_path, text)
+    meta = records.write_records(path, vocab, tmp_path / "rec", seq_length=9, val_fraction=0.2, shard_mb=1)
+    assert meta.split == 800 and meta.corpus_chars == 1000
+    assert meta.train_windows == (800 - 1) // 9 and meta.val_windows == (200 - 1) // 9
+    assert meta.dtype == "<u2"
+    train = np.stack([w.numpy() for w in records.read_windows(tmp_path / "rec", "train")])
+    val = np.stack([w.numpy() for w in records.read_windows(tmp_path / "rec", "val")])
+    assert vocab.decode(train[0]) == text[:10]
+    assert vocab.decode(val[0]) == text[800:810]  # validation starts exactly at the split
+    assert vocab.decode(train[-1]).endswith(text[(meta.train_windows * 9)]) and train.max() < 800
+    assert records.records_metrics(meta)["val_chars"] == 200
+    assert not list(tmp_path.glob(".rec*"))  # no temporary left behind
+
+
+def test_dataset_batches_and_seeded_shuffle(tmp_path):
+    text = "".join(chr(ord("a") + i % 26) for i in range(5000))
+    path, vocab = corpus(tmp_path, text)
+    records.write_records(path, vocab, tmp_path / "rec", seq_length=20, val_fraction=0.1)
+
+    def first_batch(seed):
+        x, y = next(iter(records.dataset(tmp_path / "rec", "train", 8, shuffle_seed=seed)))
+        return x.numpy(), y.numpy()
+
+    x, y = first_batch(1)
+    assert x.shape == (8, 20) and y.shape == (8, 20)
+    assert np.array_equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
+    assert np.array_equal(first_batch(1)[0], x)
+    assert not np.array_equal(first_batch(2)[0], x)
+
+
+def test_large_vocabulary_uses_int32(tmp_path):
+    chars = "".join(chr(0x4E00 + i) for i in range(20000)) + "".join(chr(0x20000 + i) for i in range(50000))
+    path, vocab = corpus(tmp_path, chars * 2)
+    assert vocab.size > 1 << 16
+    meta = records.write_records(path, vocab, tmp_path / "rec", seq_length=100, val_fraction=0.5)
+    assert meta.dtype == "<i4"
+    window = next(iter(records.read_windows(tmp_path / "rec", "val"))).numpy()
+    assert vocab.decode(window) == (chars * 2)[meta.split:meta.split + 101]
+
+
+def test_too_short_corpus_says_how_long_it_must_be(tmp_path):
+    path, vocab = corpus(tmp_path, "x" * 150)
+    with pytest.raises(records.RecordsError, match=r"has 150 characters.*needs at least 1,011"):
+        records.write_records(path, vocab, tmp_path / "rec", seq_length=100, val_fraction=0.1)
+    assert not (tmp_path / "rec").exists()

@@ -1,0 +1,277 @@
+import dataclasses
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from charrnn import tracking
+from charrnn.params import Params, TrackingParams
+
+EXPERIMENT = TrackingParams().experiment
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An initialised, empty sqlite store: creating MLflow's tables takes seconds, a copy does not."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    tracking._client(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.setenv("CHARRNN_TRACKING", "1")
+    for name in ("DVC_EXP_NAME", "DVC_ROOT", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def root(tmp_path, empty_store, env) -> Path:
+    """A project root whose store is tmp_path/mlruns/mlflow.db, named by MLFLOW_TRACKING_URI."""
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(empty_store, tmp_path / "mlruns" / "mlflow.db")
+    env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    return tmp_path
+
+
+def client(root: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+
+
+def all_runs(root: Path):
+    c = client(root)
+    return c.search_runs([c.get_experiment_by_name(EXPERIMENT).experiment_id])
+
+
+def assert_no_mlflow_state_left(uri: str):
+    """No fluent active run, and MLFLOW_TRACKING_URI still what the test set."""
+    import mlflow
+
+    assert mlflow.active_run() is None
+    assert os.environ["MLFLOW_TRACKING_URI"] == uri
+
+
+def train(root: Path, params: Params = Params(), model_hash: str = "hash-1", **tags) -> str:
+    with tracking.train_run(params, root, tags=tags) as run:
+        for epoch in range(3):
+            run.log_metrics({"loss": 3.0 - epoch, "val_loss": 3.5 - epoch}, step=epoch)
+        run.set_tags({tracking.MODEL_HASH_TAG: model_hash})
+    return run.run_id
+
+
+def test_train_run_logs_params_metrics_tags_and_artifacts(root, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.txt").write_text("w")
+    (tmp_path / "history.csv").write_text("epoch,loss\n")
+
+    with tracking.train_run(Params(), root, tags={"charrnn.tensorflow_version": "2.99"}) as run:
+        for epoch in range(3):
+            run.log_metrics({"loss": 3.0 - epoch}, step=epoch)
+        run.log_artifact(tmp_path / "history.csv")
+        run.log_artifacts(tmp_path / "model", artifact_path="model")
+        run.log_text("ROMEO: hi", "samples/0.txt")
+        run.set_tags({tracking.MODEL_HASH_TAG: "abc"})
+
+    assert_no_mlflow_state_left(f"sqlite:///{root}/mlruns/mlflow.db")
+    got = client(root).get_run(run.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.params["train.units"] == "512"
+    assert got.data.params["sample.prompts"] == '["ROMEO:"]'
+    assert got.data.params["data.sha256"] == "None"
+    assert [m.step for m in client(root).get_metric_history(run.run_id, "loss")] == [0, 1, 2]
+    assert got.data.metrics["loss"] == 1.0
+    tags = got.data.tags
+    assert tags["charrnn.tensorflow_version"] == "2.99"
+    assert tags[tracking.MODEL_HASH_TAG] == "abc"
+    assert "charrnn.git_commit" not in tags  # tmp_path is not a git repository
+    artifacts = {a.path for a in client(root).list_artifacts(run.run_id)}
+    assert artifacts == {"history.csv", "model", "samples"}
+    assert got.info.artifact_uri.startswith((root / "mlruns" / "artifacts").as_uri())
+
+
+def test_run_name_from_params_hash(root):
+    small = Params.from_dict({"train": {"units": 8}})
+    names = {client(root).get_run(train(root, p)).info.run_name for p in (Params(), Params(), small)}
+    assert names == {tracking.params_run_name(Params()), tracking.params_run_name(small)}
+    assert all(n.startswith("params-") and len(n) == len("params-") + 8 for n in names)
+
+
+def test_run_name_from_dvc_exp_name(root, env):
+    env.setenv("DVC_EXP_NAME", "lanky-mice")
+    got = client(root).get_run(train(root))
+    assert got.info.run_name == "lanky-mice"
+    assert got.data.tags["charrnn.dvc_exp_name"] == "lanky-mice"
+
+
+def test_git_tags_when_root_is_a_repository(root):
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]
+    subprocess.run(commit, cwd=root, check=True)
+    tags = client(root).get_run(train(root)).data.tags
+    assert len(tags["charrnn.git_commit"]) == 40
+    assert tags["charrnn.git_dirty"] == "true"  # mlruns/ is untracked
+
+
+def test_model_run_resumes_the_training_run(root):
+    run_id = train(root, model_hash="h1")
+    for stage in ("sample", "evaluate_perplexity"):
+        with tracking.model_run(Params(), root, "h1", stage=stage) as run:
+            run.log_metrics({f"{stage}_metric": 1.0})
+            assert client(root).get_run(run_id).info.status == "RUNNING"
+
+    assert_no_mlflow_state_left(f"sqlite:///{root}/mlruns/mlflow.db")
+    assert run.run_id == run_id
+    (only,) = all_runs(root)
+    assert only.info.status == "FINISHED"
+    assert {"loss", "sample_metric", "evaluate_perplexity_metric"} <= set(only.data.metrics)
+    assert only.data.tags["charrnn.stage.sample"] == "FINISHED"
+
+
+def test_model_run_picks_the_most_recent_run_with_the_hash(root):
+    train(root, model_hash="same")
+    newest = train(root, model_hash="same")
+    with tracking.model_run(Params(), root, "same", stage="sample") as run:
+        pass
+    assert run.run_id == newest
+
+
+def test_model_run_with_unknown_hash_creates_one_run_then_reuses_it(root):
+    train(root, model_hash="h1")
+    for _ in range(2):
+        with tracking.model_run(Params(), root, "wiped", stage="sample") as run:
+            run.log_metrics({"perplexity": 4.0})
+
+    runs = all_runs(root)
+    assert len(runs) == 2
+    created = client(root).get_run(run.run_id)
+    assert created.data.tags[tracking.MODEL_HASH_TAG] == "wiped"
+    assert created.data.tags["charrnn.created_by"] == "sample"
+    assert created.data.params["train.units"] == "512"
+    assert created.info.status == "FINISHED"
+
+
+def test_failing_stage_does_not_mark_the_training_run_failed(root):
+    run_id = train(root, model_hash="h1")
+    trained = client(root).get_run(run_id).info
+    with pytest.raises(ZeroDivisionError):
+        with tracking.model_run(Params(), root, "h1", stage="sample"):
+            1 / 0
+    assert_no_mlflow_state_left(f"sqlite:///{root}/mlruns/mlflow.db")
+    got = client(root).get_run(run_id)
+    assert (got.info.status, got.info.end_time) == ("FINISHED", trained.end_time)
+    assert got.data.tags["charrnn.stage.sample"] == "FAILED"
+
+
+def test_body_raising_marks_the_run_failed_and_propagates(root):
+    with pytest.raises(KeyError, match="boom"):
+        with tracking.train_run(Params(), root) as run:
+            run.log_metrics({"loss": 1.0}, step=0)
+            raise KeyError("boom")
+    assert_no_mlflow_state_left(f"sqlite:///{root}/mlruns/mlflow.db")
+    assert client(root).get_run(run.run_id).info.status == "FAILED"
+
+
+@pytest.mark.parametrize("how", ["param", "env"])
+def test_disabled_tracking_is_a_no_op(tmp_path, env, how):
+    params = Params()
+    if how == "param":
+        params = dataclasses.replace(params, tracking=TrackingParams(enabled=False))
+    else:
+        env.setenv("CHARRNN_TRACKING", "off")
+    for context in (tracking.train_run(params, tmp_path), tracking.model_run(params, tmp_path, "h")):
+        with context as run:
+            run.log_params({"a": 1})
+            run.log_metrics({"loss": 1.0}, step=0)
+            run.set_tags({"t": "v"})
+            run.log_artifact(tmp_path / "missing.txt")
+            run.log_artifacts(tmp_path / "missing")
+            run.log_text("x", "x.txt")
+        assert run.run_id is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_and_disabled_runs_do_not_import_mlflow(tmp_path):
+    code = (
+        "import sys; from pathlib import Path; from charrnn import tracking; from charrnn.params import Params\n"
+        f"with tracking.train_run(Params(), Path({str(tmp_path)!r})) as run: run.log_metrics({{'a': 1}})\n"
+        "assert 'mlflow' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={"CHARRNN_TRACKING": "0", "PATH": ""})
+
+
+@pytest.fixture
+def failing_store(tmp_path, env, request) -> Path:
+    """MLFLOW_TRACKING_URI naming a store that cannot work."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory, not a database")
+    uri = {"under_a_file": f"sqlite:///{blocker}/mlflow.db", "not_a_db": f"sqlite:///{blocker}",
+           "bad_scheme": "nosuchscheme://x"}[request.param]
+    env.setenv("MLFLOW_TRACKING_URI", uri)
+    return tmp_path
+
+
+@pytest.mark.parametrize("failing_store", ["under_a_file", "not_a_db", "bad_scheme"], indirect=True)
+def test_failing_store_warns_once_and_the_body_completes(failing_store, caplog):
+    uri, done = os.environ["MLFLOW_TRACKING_URI"], []
+    with caplog.at_level(logging.WARNING, logger="charrnn.tracking"):
+        with tracking.train_run(Params(), failing_store) as run:
+            run.log_metrics({"loss": 1.0}, step=0)
+            run.log_text("x", "x.txt")
+            done.append(True)
+    assert done and run.run_id is None
+    assert_no_mlflow_state_left(uri)
+    warnings = [r for r in caplog.records if r.name == "charrnn.tracking"]
+    assert len(warnings) == 1
+    assert "tracking is disabled for this run" in warnings[0].getMessage()
+
+
+def test_a_failing_call_warns_once_then_the_run_is_a_no_op(root, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="charrnn.tracking"):
+        with tracking.train_run(Params(), root) as run:
+            run.log_artifact(tmp_path / "missing.txt")
+            run.log_metrics({"loss": 1.0}, step=0)
+    assert len([r for r in caplog.records if r.name == "charrnn.tracking"]) == 1
+    got = client(root).get_run(run.run_id)
+    assert got.info.status == "FINISHED"  # still ended, not left RUNNING
+    assert "loss" not in got.data.metrics
+
+
+def test_default_uri_is_an_absolute_sqlite_path_under_root(root, env, tmp_path):
+    env.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri(root) == f"sqlite:///{root}/mlruns/mlflow.db"
+    train(root)
+    assert len(all_runs(root)) == 1
+    env.setenv("DVC_ROOT", str(tmp_path / "real-repo"))  # dvc exp run in a temporary copy
+    assert tracking.tracking_uri(root) == f"sqlite:///{tmp_path}/real-repo/mlruns/mlflow.db"
+
+
+def test_find_root_walks_up_to_dvc_yaml(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "stages" / "deep").mkdir(parents=True)
+    assert tracking.find_root(tmp_path / "stages" / "deep") == tmp_path
+    with pytest.raises(FileNotFoundError):
+        tracking.find_root(tmp_path.parent)
+
+
+def test_runs_frame(root):
+    train(root, Params.from_dict({"train": {"units": 8}}), model_hash="a")
+    train(root, Params.from_dict({"train": {"units": 16}, "vocab": {"min_count": 2}}), model_hash="b")
+    frame = tracking.runs_frame(root)
+    assert len(frame) == 2
+    assert {"run_name", "status", "start_time", "train.units", "vocab.min_count", "loss", "val_loss"} <= set(
+        frame.columns
+    )
+    assert "train.seed" not in frame.columns  # same in every run
+    assert list(frame["train.units"]) == ["16", "8"]  # newest first
+
+
+def test_runs_frame_without_a_store_is_empty_and_creates_nothing(tmp_path, env):
+    assert tracking.runs_frame(tmp_path).empty
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from charrnn.vocab import UNK, UNK_ID, Vocabulary, VocabError, count_chars, read_chunks, vocab_metrics
+
+
+def vocab_of(text, **kw):
+    return Vocabulary.from_counts(count_chars([text]), **kw)
+
+
+def test_ids_sorted_by_code_point_with_unk_first():
+    v = vocab_of("hello world\n")
+    assert v.id_to_char == [UNK, "\n", " ", "d", "e", "h", "l", "o", "r", "w"]
+    assert v.size == 10
+
+
+def test_round_trip_and_unknown_characters():
+    v = vocab_of("abc")
+    ids = v.encode("abcx")
+    assert ids.tolist() == [1, 2, 3, UNK_ID]
+    assert v.decode(ids[:3]) == "abc"
+    assert v.unknown_chars("axbyz") == ["x", "y", "z"]
+
+
+def test_min_count_and_max_size():
+    text = "aaaabbbcc d"
+    assert vocab_of(text, min_count=3).chars == ("a", "b")
+    # max_size keeps the most frequent; ties go to the lower code point (" " and "d" both once)
+    assert vocab_of(text, max_size=3).chars == ("a", "b", "c")
+    assert vocab_of(text, max_size=4).chars == (" ", "a", "b", "c")
+
+
+def test_nothing_but_unk_is_an_error():
+    with pytest.raises(VocabError, match="nothing but \\[UNK\\]"):
+        vocab_of("abc", min_count=5)
+
+
+def test_cjk_thousands_of_characters():
+    chars = [chr(0x4E00 + i) for i in range(3500)]
+    text = "".join(chars) + "".join(chars[:10])
+    v = vocab_of(text)
+    assert v.size == 3501
+    ids = v.encode(text)
+    assert ids.min() >= 1 and v.decode(ids) == text
+
+
+def test_astral_plane_characters():
+    v = vocab_of("a😀b")
+    assert v.decode(v.encode("😀ab")) == "😀ab"
+
+
+def test_metrics():
+    counts = count_chars(["aaab"])
+    v = Vocabulary.from_counts(counts, min_count=2)
+    m = vocab_metrics(v, counts)
+    assert m == {"size": 2, "distinct_chars": 2, "corpus_chars": 4, "coverage": 0.75, "unk_rate": 0.25}
+
+
+def test_save_load_and_fingerprint(tmp_path):
+    v = vocab_of("héllo\n")
+    v.save(tmp_path / "v.json")
+    w = Vocabulary.load(tmp_path / "v.json")
+    assert w == v and w.fingerprint == v.fingerprint
+    assert vocab_of("other").fingerprint != v.fingerprint
+    text = (tmp_path / "v.json").read_text(encoding="utf-8")
+    assert '"é"' in text  # readable UTF-8, not \u escapes
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(VocabError, match="not found"):
+        Vocabulary.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(VocabError, match="not a charrnn vocabulary"):
+        Vocabulary.load(tmp_path / "bad.json")
+
+
+def test_chunked_counting_equals_whole(tmp_path):
+    text = "the quick brown fox 狐狸\n" * 1000
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    chunked = count_chars(read_chunks(path, chunk_chars=777))
+    assert np.array_equal(chunked, count_chars([text]))
