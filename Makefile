@@ -29,6 +29,10 @@ test: install
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
+## repro-check: run the pipeline twice from nothing (tiny config) and compare every output hash
+repro-check: install
+	$(PY) -m charrnn.reprocheck
+
 ## ui: the MLflow UI on the project's store, on 127.0.0.1 only
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

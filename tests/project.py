@@ -2,31 +2,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from charrnn.reprocheck import TINY, copy_project, merge, synthetic_corpus
+
 REPO = Path(__file__).resolve().parent.parent
-COPIED = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
-
-# A model small enough to train in seconds on two cores.
-TINY = {
-    "seq_length": 32,
-    "data": {"val_fraction": 0.1},
-    "train": {"embedding_dim": 16, "units": 32, "epochs": 2, "batch_size": 16, "learning_rate": 0.01},
-    "sample": {"num_chars": 40, "prompts": ["ROMEO:", "JULIET:"]},
-    "evaluate": {"batch_size": 8},
-}
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
+shakespeare_like = synthetic_corpus
 
 
 class Project:
@@ -56,40 +41,10 @@ class Project:
 
 
 def make_project(dest: Path, corpus_text: str, overrides: dict | None = None, tracking: bool = False) -> Project:
-    """Copy the pipeline into `dest`, point it at a generated corpus, commit, and return it."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for rel in COPIED:
-        src, dst = REPO / rel, dest / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    (dest / ".venv").symlink_to(Path(sys.prefix))
-    (dest / "corpus-src.txt").write_text(corpus_text, encoding="utf-8")
+    """Copy the project into `dest` (own git repo, DVC cache, MLflow store) on a generated corpus."""
     env = {**os.environ, "CHARRNN_TRACKING": "1" if tracking else "0", "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    project = Project(dest, env)
-    project.set_params(merge(TINY, {"data": {"source": "corpus-src.txt"}, **(overrides or {})}))
-    project.git("init", "-q", "-b", "main")
-    project.git("add", "-A")
-    project.git("commit", "-q", "-m", "test project")
-    return project
-
-
-def shakespeare_like(n_chars: int, seed: int = 0) -> str:
-    """Generated text in the tiny-shakespeare layout: SPEAKER: lines, speeches, blank lines."""
-    import random
-
-    rng = random.Random(seed)
-    speakers = ["ROMEO", "JULIET", "NURSE", "MERCUTIO", "First Citizen"]
-    words = "the and of to my thou thee love night day sweet death light fair hath not be is".split()
-    out, size = [], 0
-    while size < n_chars:
-        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))).capitalize() + rng.choice(",.;!?")
-                 for _ in range(rng.randint(1, 4))]
-        block = f"{rng.choice(speakers)}:\n" + "\n".join(lines) + "\n\n"
-        out.append(block)
-        size += len(block)
-    return "".join(out)[:n_chars]
+    dest.mkdir(parents=True, exist_ok=True)
+    copy_project(REPO, dest, merge(TINY, overrides or {}), corpus_text, env)
+    return Project(dest, env)
