@@ -4,6 +4,8 @@ PY      := $(VENV)/bin/python
 DVC     := $(VENV)/bin/dvc
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
 
 .PHONY: install run test test-fast repro-check ui clean-venv
 
@@ -33,9 +35,9 @@ test-fast: install
 repro-check: install
 	$(PY) -m charrnn.reprocheck
 
-## ui: the MLflow UI on the project's store, on 127.0.0.1 only
+## ui: the MLflow UI on the project's store, on 127.0.0.1:5000 (UI_HOST=..., UI_PORT=... to change)
 ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host $(UI_HOST) --port $(UI_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -22,9 +22,13 @@ def main() -> None:
         files.write_text(paths.METRICS / "history.csv", result.history.to_csv(index=False))
         files.write_text(paths.METRICS / "throughput.csv", result.throughput.to_csv(index=False))
         files.write_json(paths.METRICS / "train.json", result.summary)
-        run.set_tags({tracking.MODEL_HASH_TAG: files.sha256_tree(paths.MODEL)})
+        run.set_tags({tracking.MODEL_HASH_TAG: files.sha256_tree(paths.MODEL),
+                      "charrnn.corpus_hash": files.sha256_tree(paths.CORPUS),
+                      "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
         run.log_artifacts(paths.MODEL, "model")
+        run.log_artifact(paths.VOCAB)
         run.log_artifact(paths.METRICS / "history.csv")
+        run.log_loss_curve(result.history)
     print(f"trained {result.summary['epochs']} epoch(s): loss {result.summary['loss']:.4f}, "
           f"val_loss {result.summary['val_loss']:.4f} -> {paths.MODEL}/")
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from charrnn import tracking
@@ -77,6 +78,7 @@ def test_train_run_logs_params_metrics_tags_and_artifacts(root, tmp_path):
         run.log_artifact(tmp_path / "history.csv")
         run.log_artifacts(tmp_path / "model", artifact_path="model")
         run.log_text("ROMEO: hi", "samples/0.txt")
+        run.log_loss_curve(pd.DataFrame({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.0], "val_loss": [3.5, 2.5, 1.5]}))
         run.set_tags({tracking.MODEL_HASH_TAG: "abc"})
 
     assert_no_mlflow_state_left(f"sqlite:///{root}/mlruns/mlflow.db")
@@ -92,7 +94,9 @@ def test_train_run_logs_params_metrics_tags_and_artifacts(root, tmp_path):
     assert tags[tracking.MODEL_HASH_TAG] == "abc"
     assert "charrnn.git_commit" not in tags  # tmp_path is not a git repository
     artifacts = {a.path for a in client(root).list_artifacts(run.run_id)}
-    assert artifacts == {"history.csv", "model", "samples"}
+    assert artifacts == {"history.csv", "model", "samples", "loss_curve.png"}
+    png = Path(client(root).download_artifacts(run.run_id, "loss_curve.png", str(tmp_path)))
+    assert png.read_bytes().startswith(b"\x89PNG")
     assert got.info.artifact_uri.startswith((root / "mlruns" / "artifacts").as_uri())
 
 
@@ -103,11 +107,20 @@ def test_run_name_from_params_hash(root):
     assert all(n.startswith("params-") and len(n) == len("params-") + 8 for n in names)
 
 
-def test_run_name_from_dvc_exp_name(root, env):
+def test_run_name_and_tags_from_dvc_experiment(root, env):
     env.setenv("DVC_EXP_NAME", "lanky-mice")
+    env.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
     got = client(root).get_run(train(root))
     assert got.info.run_name == "lanky-mice"
     assert got.data.tags["charrnn.dvc_exp_name"] == "lanky-mice"
+    assert got.data.tags["charrnn.dvc_exp_baseline_rev"] == "f" * 40
+
+
+def test_credentials_never_reach_the_store(root):
+    source = "https://alice:s3cret@example.org/corpus.txt?token=abc123&lang=en"
+    got = client(root).get_run(train(root, Params.from_dict({"data": {"source": source}})))
+    assert got.data.params["data.source"] == "https://***@example.org/corpus.txt?token=***&lang=en"
+    assert tracking.redact("https://example.org/a.txt") == "https://example.org/a.txt"
 
 
 def test_git_tags_when_root_is_a_repository(root):
@@ -269,7 +282,26 @@ def test_runs_frame(root):
         frame.columns
     )
     assert "train.seed" not in frame.columns  # same in every run
-    assert list(frame["train.units"]) == ["16", "8"]  # newest first
+    assert list(frame["train.units"]) == ["16", "8"]  # newest first when nothing is evaluated
+
+
+def test_runs_frame_sorts_by_held_out_bpc_and_filters_by_experiment(root):
+    def evaluated(units: int, bpc: float | None, experiment: str = EXPERIMENT) -> None:
+        params = Params.from_dict({"train": {"units": units}, "tracking": {"experiment": experiment}})
+        with tracking.train_run(params, root) as run:
+            if bpc is not None:
+                run.log_metrics({"held_out_bpc": bpc, "held_out_loss": bpc * 0.693})
+
+    evaluated(8, 2.5)
+    evaluated(16, None)
+    evaluated(32, 2.1)
+    evaluated(64, 1.9, experiment="other")
+    frame = tracking.runs_frame(root)
+    assert list(frame["train.units"]) == ["64", "32", "8", "16"]  # best bpc first, unevaluated last
+    assert list(frame.columns[:4]) == ["run_name", "experiment", "status", "start_time"]
+    assert list(frame["experiment"]) == ["other", EXPERIMENT, EXPERIMENT, EXPERIMENT]
+    assert list(tracking.runs_frame(root, EXPERIMENT)["train.units"]) == ["32", "8", "16"]
+    assert tracking.runs_frame(root, "no-such-experiment").empty
 
 
 def test_runs_frame_without_a_store_is_empty_and_creates_nothing(tmp_path, env):

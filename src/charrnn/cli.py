@@ -111,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     o.set_defaults(func=cmd_outputs)
 
     r = sub.add_parser("runs", help="the MLflow runs of this project, as a table")
-    r.add_argument("--experiment", default=None, help="MLflow experiment name (default: all)")
+    r.add_argument("--experiment", default=None, help="only this MLflow experiment (default: all); best held-out bpc first")
     r.set_defaults(func=cmd_runs)
     return p
 

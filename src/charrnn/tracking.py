@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
 MODEL_HASH_TAG = "charrnn.model_hash"
 OFF_VALUES = {"0", "false", "off", "no"}
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
-KEY_PARAMS = ("train.cell", "train.layers", "train.units", "train.epochs", "train.learning_rate")
+KEY_PARAMS = ("seq_length", "train.cell", "train.layers", "train.units", "train.epochs", "train.learning_rate")
+KEY_METRICS = ("held_out_bpc", "held_out_loss", "held_out_perplexity", "val_loss", "loss")  # table order
+# user:password@ in a URL, and query parameters that usually carry secrets
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@|(?<=[?&])(token|key|sig|signature|password|secret|access_token)=[^&\s]*", re.I)
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +76,14 @@ def params_run_name(params: Params) -> str:
     return f"params-{digest[:8]}"
 
 
+def redact(text: str) -> str:
+    """`text` with URL credentials replaced by ***: they must never reach the tracking store."""
+    return _CREDENTIALS.sub(lambda m: "***@" if m.group(0).endswith("@") else f"{m.group(1)}=***", text)
+
+
 def _param_text(value) -> str:
     text = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, tuple)) else str(value)
-    return text[:MAX_PARAM_LENGTH]
+    return redact(text)[:MAX_PARAM_LENGTH]
 
 
 def _warn_disabled(reason: str) -> None:
@@ -133,6 +142,12 @@ class Run:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._call("log_text", lambda c: c.log_text(self._run_id, text, artifact_file))
+
+    def log_loss_curve(self, history: "pandas.DataFrame", artifact_file: str = "loss_curve.png") -> None:
+        """Training and validation loss per epoch, drawn as a PNG artifact."""
+        if self._client is None or self._broken:
+            return
+        self._call("log_loss_curve", lambda c: c.log_figure(self._run_id, loss_figure(history), artifact_file))
 
     def _call(self, what: str, action: Callable) -> None:
         if self._client is None or self._broken:
@@ -229,15 +244,35 @@ def _ending(run: Run, final: Callable[[str], tuple[str, int | None]]) -> Iterato
         run._end(*final(outcome))
 
 
+def loss_figure(history: "pandas.DataFrame"):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    axes = figure.subplots()
+    for column, label in (("loss", "training"), ("val_loss", "validation")):
+        if column in history:
+            axes.plot(history["epoch"], history[column], marker="o", label=label)
+    axes.set(xlabel="epoch", ylabel="loss (nats per character)", title="charrnn loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
+def _dvc_tags() -> dict[str, str]:
+    """The DVC experiment this process runs in, from the variables `dvc exp run` sets."""
+    names = {"DVC_EXP_NAME": "charrnn.dvc_exp_name", "DVC_EXP_BASELINE_REV": "charrnn.dvc_exp_baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
+
+
 @contextmanager
 def train_run(params: Params, root: Path, tags: dict | None = None) -> Iterator[Run]:
     """A new run for one training, named by DVC_EXP_NAME or else the params hash, with every
     param logged. Ends FINISHED, or FAILED if the body raised (the exception propagates)."""
-    exp_name = os.environ.get("DVC_EXP_NAME")
-    all_tags = {**(tags or {}), **_git_tags(root)}
-    if exp_name:
-        all_tags["charrnn.dvc_exp_name"] = exp_name
-    name = exp_name or params_run_name(params)
+    all_tags = {**(tags or {}), **_git_tags(store_root(root)), **_dvc_tags()}
+    name = os.environ.get("DVC_EXP_NAME") or params_run_name(params)
     run = _open(params.tracking, root, lambda client, exp_id: _create_run(client, exp_id, name, all_tags))
     run.log_params(params.flat())
     with _ending(run, lambda outcome: (outcome, None)) as run:
@@ -261,7 +296,8 @@ def model_run(params: Params, root: Path, model_hash: str, stage: str | None = N
     def start(client, experiment_id: str) -> str:
         found = _find_model_run(client, experiment_id, model_hash)
         if found is None:
-            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage, **_git_tags(root)}
+            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage,
+                    **_git_tags(store_root(root)), **_dvc_tags()}
             return _create_run(client, experiment_id, params_run_name(params), tags)
         resumed.append(found.info)
         client.update_run(found.info.run_id, status="RUNNING")
@@ -309,8 +345,9 @@ def _git_tags(root: Path) -> dict[str, str]:
 
 
 def runs_frame(root: Path, experiment: str | None = None) -> "pandas.DataFrame":
-    """The runs of `experiment` (default: TrackingParams().experiment), newest first: run_name,
-    status, start_time, the key params plus every param that differs between runs, every metric.
+    """The runs of `experiment` (default: every experiment), best held-out bits per character
+    first (runs without it last, newest first): run_name, experiment, status, start_time, the key
+    params plus every param that differs between runs, and the KEY_METRICS (final values).
     Empty (with a warning if the store failed) when there is nothing to show; creates nothing."""
     import pandas
 
@@ -318,34 +355,42 @@ def runs_frame(root: Path, experiment: str | None = None) -> "pandas.DataFrame":
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return pandas.DataFrame()
     try:
-        runs = _search_all(_client(uri), experiment or TrackingParams().experiment)
+        client = _client(uri)
+        experiments = _experiments(client, experiment)
+        runs = _search_all(client, list(experiments)) if experiments else []
     except Exception as e:
         log.warning("cannot read MLflow runs from %s: %s: %s", uri, type(e).__name__, e)
         return pandas.DataFrame()
-    return _frame(runs)
+    return _frame(runs, experiments)
 
 
-def _search_all(client, experiment: str) -> list:
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
+def _experiments(client, name: str | None) -> dict[str, str]:
+    """{experiment id: name} of the experiment called `name`, or of all active ones."""
+    if name is not None:
+        found = client.get_experiment_by_name(name)
+        return {found.experiment_id: found.name} if found is not None else {}
+    return {e.experiment_id: e.name for e in client.search_experiments()}
+
+
+def _search_all(client, experiment_ids: list[str]) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs(
-            [found.experiment_id], order_by=["attributes.start_time DESC"], page_token=token
-        )
+        page = client.search_runs(experiment_ids, order_by=["attributes.start_time DESC"], page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
             return runs
 
 
-def _frame(runs: list) -> "pandas.DataFrame":
+def _frame(runs: list, experiments: dict[str, str]) -> "pandas.DataFrame":
     import pandas
 
+    if not runs:
+        return pandas.DataFrame()
     rows = [
         {
             "run_name": r.info.run_name,
+            "experiment": experiments.get(r.info.experiment_id, r.info.experiment_id),
             "status": r.info.status,
             "start_time": pandas.to_datetime(r.info.start_time, unit="ms", utc=True),
             **{f"params.{k}": v for k, v in r.data.params.items()},
@@ -354,8 +399,11 @@ def _frame(runs: list) -> "pandas.DataFrame":
         for r in runs
     ]
     df = pandas.DataFrame(rows)
+    if f"metrics.{KEY_METRICS[0]}" in df:  # stable: ties and missing values keep newest first
+        df = df.sort_values(f"metrics.{KEY_METRICS[0]}", kind="stable", na_position="last")
     params = sorted(c for c in df.columns if c.startswith("params."))
     shown = [c for c in params if c.removeprefix("params.") in KEY_PARAMS or df[c].nunique(dropna=False) > 1]
-    metrics = sorted(c for c in df.columns if c.startswith("metrics."))
-    out = df[[c for c in ("run_name", "status", "start_time") if c in df.columns] + shown + metrics]
+    metrics = [f"metrics.{m}" for m in KEY_METRICS if f"metrics.{m}" in df]
+    fixed = ["run_name", "experiment", "status", "start_time"]
+    out = df[fixed + shown + metrics]
     return out.rename(columns=lambda c: c.removeprefix("params.").removeprefix("metrics."))

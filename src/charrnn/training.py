@@ -56,7 +56,7 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 class EpochReport(keras.callbacks.Callback):
-    """Times each epoch and hands its metrics (losses, seconds, chars/s) to `on_epoch`."""
+    """Times each epoch and hands its metrics (losses, learning rate, seconds, chars/s) to `on_epoch`."""
 
     def __init__(self, chars_per_epoch: int, on_epoch=None):
         super().__init__()
@@ -72,7 +72,10 @@ class EpochReport(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, "seconds": seconds, "chars_per_sec": self.chars_per_epoch / seconds}
         self.rows.append(row)
         if self.on_epoch is not None:
-            self.on_epoch(epoch + 1, {**{k: float(v) for k, v in (logs or {}).items()}, **row})
+            # the rate the optimizer applies now (a schedule's value after this epoch's steps)
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            metrics = {**{k: float(v) for k, v in (logs or {}).items()}, "learning_rate": rate, **row}
+            self.on_epoch(epoch + 1, metrics)
 
 
 @dataclass
