@@ -15,8 +15,8 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from charrnn import distribute, records
 from charrnn import model as model_lib
-from charrnn import records
 from charrnn.params import TrainParams
 from charrnn.vocab import Vocabulary
 
@@ -94,11 +94,15 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
     train_ds = records.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed)
     val_ds = records.dataset(records_dir, "val", params.batch_size)
 
-    model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab))
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    strategy = distribute.strategy(params.distribute)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"training on {distribute.describe(strategy)}", flush=True)
+    with strategy.scope():
+        model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab))
+        model.compile(
+            optimizer=keras.optimizers.Adam(params.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
     report = EpochReport(meta.train_windows * meta.seq_length, on_epoch)
     fit = model.fit(
         train_ds,
