@@ -1,5 +1,7 @@
 """DVC stage train: records + vocabulary -> data/model/, metrics/train.json, history and throughput plots."""
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
+import os
+
 from charrnn import files, paths, tracking
 from charrnn.params import Params
 from charrnn.stage import run_stage
@@ -10,6 +12,10 @@ def main() -> None:
     from charrnn import training  # imports TensorFlow
 
     training.configure(params.train.seed, params.train.threads)
+    from charrnn import distribute
+
+    if not distribute.is_chief():  # in a multi-worker cluster, only the chief logs the run
+        os.environ["CHARRNN_TRACKING"] = "0"
     from charrnn import model as model_lib
     from charrnn.vocab import Vocabulary
 

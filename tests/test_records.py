@@ -76,3 +76,22 @@ def test_too_short_corpus_says_how_long_it_must_be(tmp_path):
     with pytest.raises(records.RecordsError, match=r"has 150 characters.*needs at least 1,011"):
         records.write_records(path, vocab, tmp_path / "rec", seq_length=100, val_fraction=0.1)
     assert not (tmp_path / "rec").exists()
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch(tmp_path):
+    text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(5000))
+    path, vocab = corpus(tmp_path, text)
+    records.write_records(path, vocab, tmp_path / "rec", seq_length=20, val_fraction=0.1)
+    per_epoch = records.batches_per_epoch(tmp_path / "rec", "train", 8)
+    assert per_epoch == -(-records.RecordsMeta.load(tmp_path / "rec").train_windows // 8)
+
+    def epochs(**kwargs):
+        xs = [x.numpy() for x, _ in records.dataset(tmp_path / "rec", "train", 8, shuffle_seed=3, **kwargs)]
+        return [np.concatenate(xs[i:i + per_epoch]) for i in range(0, len(xs), per_epoch)]
+
+    full = epochs(epochs=3)
+    assert len(full) == 3
+    assert not np.array_equal(full[0], full[1])  # a fresh order each epoch ...
+    assert sorted(map(bytes, full[0])) == sorted(map(bytes, full[1]))  # ... of the same windows
+    resumed = epochs(epochs=3, first_epoch=2)  # as a run resumed after two epochs sees it
+    assert len(resumed) == 1 and np.array_equal(resumed[0], full[2])

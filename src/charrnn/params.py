@@ -34,7 +34,7 @@ _RULES = {
     "fraction_open": (lambda v: 0 < v < 1, "must be strictly between 0 and 1"),
     "fraction_half_open": (lambda v: 0 <= v < 1, "must be >= 0 and < 1"),
     "cell": (lambda v: v in ("gru", "lstm"), "must be 'gru' or 'lstm'"),
-    "distribute": (lambda v: v in ("auto", "mirrored"), "must be 'auto' or 'mirrored'"),
+    "distribute": (lambda v: v in ("auto", "mirrored", "multi_worker"), "must be 'auto', 'mirrored' or 'multi_worker'"),
     "sha256": (
         lambda v: v is None or (len(v) == 64 and all(c in "0123456789abcdef" for c in v.lower())),
         "must be 64 hex digits (a sha256) or null",

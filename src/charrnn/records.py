@@ -7,6 +7,8 @@ Each record is one window as raw little-endian integers (uint16 when the vocabul
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,14 +182,35 @@ def read_windows(records_dir: str | Path, split: str):
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: int | None = None):
-    """(inputs, targets) batches; shuffled with a fixed seed when shuffle_seed is given."""
+def batches_per_epoch(records_dir: str | Path, split: str, batch_size: int) -> int:
+    return -(-getattr(RecordsMeta.load(records_dir), f"{split}_windows") // batch_size)
+
+
+def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: int | None = None,
+            epochs: int = 1, first_epoch: int = 0):
+    """(inputs, targets) batches.
+
+    Without shuffle_seed: one epoch in file order (iterate it again for the next epoch).
+    With shuffle_seed: epochs first_epoch .. epochs-1 back to back, each of batches_per_epoch()
+    batches in an order that depends only on (shuffle_seed, epoch). Not on how many epochs this
+    process has iterated (a resumed run sees the same batches), and not on how tf.distribute
+    rewrites the pipeline (a reshuffle_each_iteration shuffle is re-seeded by that rewrite).
+    """
     import tensorflow as tf
 
     n = getattr(RecordsMeta.load(records_dir), f"{split}_windows")
-    ds = read_windows(records_dir, split).apply(tf.data.experimental.assert_cardinality(n))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(min(n, 1 << 17), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    windows = read_windows(records_dir, split).apply(tf.data.experimental.assert_cardinality(n))
+
+    def epoch_batches(epoch):
+        ds = windows
+        if shuffle_seed is not None:
+            seed = (shuffle_seed * 1_000_003 + epoch) % (1 << 31)
+            ds = ds.shuffle(min(n, 1 << 17), seed=seed, reshuffle_each_iteration=False)
+        return ds.batch(batch_size)
+
+    if shuffle_seed is None:
+        ds = epoch_batches(0)
+    else:  # one pipeline per epoch, each with a constant seed (a tensor seed breaks shuffle())
+        ds = functools.reduce(tf.data.Dataset.concatenate, map(epoch_batches, range(first_epoch, epochs)))
     ds = ds.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

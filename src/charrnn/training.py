@@ -91,23 +91,27 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
     meta = records.RecordsMeta.load(records_dir)
     if meta.vocab_fingerprint != vocab.fingerprint:
         raise TrainingError(f"{records_dir} was made with another vocabulary: run `dvc repro make_tfrecords`")
-    train_ds = records.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed)
-    val_ds = records.dataset(records_dir, "val", params.batch_size)
-
-    strategy = distribute.strategy(params.distribute)
+    strategy = distribute.strategy(params.distribute)  # first: before the datasets' ops
     if strategy.num_replicas_in_sync > 1:
         print(f"training on {distribute.describe(strategy)}", flush=True)
+    train_ds = records.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed,
+                               epochs=params.epochs)
+    val_ds = records.dataset(records_dir, "val", params.batch_size)
     with strategy.scope():
         model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab))
         model.compile(
             optimizer=keras.optimizers.Adam(params.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
+    if distribute.is_multi_worker(strategy):
+        train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
+        distribute.fit_under_multi_worker(model, strategy, next(iter(val_ds)))
     report = EpochReport(meta.train_windows * meta.seq_length, on_epoch)
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=params.epochs,
+        steps_per_epoch=records.batches_per_epoch(records_dir, "train", params.batch_size),
         shuffle=False,  # the dataset is already shuffled, with a seed
         callbacks=[StopOnNaN(), report],
         verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
