@@ -35,8 +35,9 @@ def main() -> None:
         run.log_artifact(paths.VOCAB)
         run.log_artifact(paths.METRICS / "history.csv")
         run.log_loss_curve(result.history)
-    print(f"trained {result.summary['epochs']} epoch(s): loss {result.summary['loss']:.4f}, "
-          f"val_loss {result.summary['val_loss']:.4f} -> {paths.MODEL}/")
+    summary = result.summary
+    print(f"trained {summary['epochs']} epoch(s); kept epoch {summary['model_epoch']}: loss {summary['loss']:.4f}, "
+          f"val_loss {summary['val_loss']:.4f} -> {paths.MODEL}/")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ _RULES = {
     "fraction_open": (lambda v: 0 < v < 1, "must be strictly between 0 and 1"),
     "fraction_half_open": (lambda v: 0 <= v < 1, "must be >= 0 and < 1"),
     "cell": (lambda v: v in ("gru", "lstm"), "must be 'gru' or 'lstm'"),
+    "schedule": (lambda v: v in ("constant", "cosine"), "must be 'constant' or 'cosine'"),
     "distribute": (lambda v: v in ("auto", "mirrored", "multi_worker"), "must be 'auto', 'mirrored' or 'multi_worker'"),
     "sha256": (
         lambda v: v is None or (len(v) == 64 and all(c in "0123456789abcdef" for c in v.lower())),
@@ -72,6 +73,14 @@ class TrainParams:
     seed: int = 42
     threads: int = field(default=0, metadata=_check("non_negative"))  # 0: all cores
     distribute: str = field(default="auto", metadata=_check("distribute"))  # see charrnn.distribute
+    # the recipe (see charrnn.recipe)
+    schedule: str = field(default="constant", metadata=_check("schedule"))
+    warmup_steps: int = field(default=0, metadata=_check("non_negative"))
+    clipnorm: float = field(default=0.0, metadata=_check("non_negative"))  # 0: no clipping
+    weight_decay: float = field(default=0.0, metadata=_check("non_negative"))
+    patience: int = field(default=0, metadata=_check("non_negative"))  # 0: no early stopping
+    restore_best: bool = True
+    random_offset: bool = False  # each epoch's windows start at a fresh seeded offset
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ Each record is one window as raw little-endian integers (uint16 when the vocabul
 from __future__ import annotations
 
 import functools
-
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -182,12 +182,13 @@ def read_windows(records_dir: str | Path, split: str):
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def batches_per_epoch(records_dir: str | Path, split: str, batch_size: int) -> int:
-    return -(-getattr(RecordsMeta.load(records_dir), f"{split}_windows") // batch_size)
+def batches_per_epoch(records_dir: str | Path, split: str, batch_size: int, random_offset: bool = False) -> int:
+    windows = getattr(RecordsMeta.load(records_dir), f"{split}_windows") - (1 if random_offset else 0)
+    return -(-windows // batch_size)
 
 
 def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: int | None = None,
-            epochs: int = 1, first_epoch: int = 0):
+            epochs: int = 1, first_epoch: int = 0, random_offset: bool = False):
     """(inputs, targets) batches.
 
     Without shuffle_seed: one epoch in file order (iterate it again for the next epoch).
@@ -195,18 +196,23 @@ def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: 
     batches in an order that depends only on (shuffle_seed, epoch). Not on how many epochs this
     process has iterated (a resumed run sees the same batches), and not on how tf.distribute
     rewrites the pipeline (a reshuffle_each_iteration shuffle is re-seeded by that rewrite).
+    With random_offset too, each epoch's windows start `epoch_offset(...)` characters later than
+    the stored ones: the same text, cut at other places (one window fewer per epoch).
     """
     import tensorflow as tf
 
-    n = getattr(RecordsMeta.load(records_dir), f"{split}_windows")
+    meta = RecordsMeta.load(records_dir)
+    n = getattr(meta, f"{split}_windows")
     windows = read_windows(records_dir, split).apply(tf.data.experimental.assert_cardinality(n))
 
     def epoch_batches(epoch):
         ds = windows
-        if shuffle_seed is not None:
-            seed = (shuffle_seed * 1_000_003 + epoch) % (1 << 31)
-            ds = ds.shuffle(min(n, 1 << 17), seed=seed, reshuffle_each_iteration=False)
-        return ds.batch(batch_size)
+        if shuffle_seed is None:
+            return ds.batch(batch_size)
+        if random_offset:
+            ds = shifted_windows(ds, epoch_offset(shuffle_seed, epoch, meta.seq_length))
+        seed = (shuffle_seed * 1_000_003 + epoch) % (1 << 31)
+        return ds.shuffle(min(n, 1 << 17), seed=seed, reshuffle_each_iteration=False).batch(batch_size)
 
     if shuffle_seed is None:
         ds = epoch_batches(0)
@@ -214,3 +220,18 @@ def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: 
         ds = functools.reduce(tf.data.Dataset.concatenate, map(epoch_batches, range(first_epoch, epochs)))
     ds = ds.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_offset(seed: int, epoch: int, seq_length: int) -> int:
+    """The seeded offset of an epoch's windows, in [0, seq_length)."""
+    return random.Random(f"{seed}/{epoch}").randrange(seq_length)
+
+
+def shifted_windows(windows, offset: int):
+    """Windows starting `offset` characters into the stored ones. Stored windows overlap by one
+    character (window i ends where i+1 starts), so a pair of neighbours holds every shifted one."""
+    import tensorflow as tf
+
+    pairs = tf.data.Dataset.zip(windows, windows.skip(1))
+    return pairs.map(lambda a, b: tf.concat([a[offset:], b[1:offset + 1]], axis=0),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

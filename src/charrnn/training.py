@@ -15,7 +15,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from charrnn import distribute, records
+from charrnn import distribute, recipe, records
 from charrnn import model as model_lib
 from charrnn.params import TrainParams
 from charrnn.vocab import Vocabulary
@@ -95,33 +95,38 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
     if strategy.num_replicas_in_sync > 1:
         print(f"training on {distribute.describe(strategy)}", flush=True)
     train_ds = records.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed,
-                               epochs=params.epochs)
+                               epochs=params.epochs, random_offset=params.random_offset)
     val_ds = records.dataset(records_dir, "val", params.batch_size)
+    steps_per_epoch = records.batches_per_epoch(records_dir, "train", params.batch_size, params.random_offset)
     with strategy.scope():
         model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab))
         model.compile(
-            optimizer=keras.optimizers.Adam(params.learning_rate),
+            optimizer=recipe.optimizer(params, total_steps=steps_per_epoch * params.epochs),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
     if distribute.is_multi_worker(strategy):
         train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
         distribute.fit_under_multi_worker(model, strategy, next(iter(val_ds)))
     report = EpochReport(meta.train_windows * meta.seq_length, on_epoch)
+    best = recipe.best_epoch_callback(params)
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=params.epochs,
-        steps_per_epoch=records.batches_per_epoch(records_dir, "train", params.batch_size),
+        steps_per_epoch=steps_per_epoch,
         shuffle=False,  # the dataset is already shuffled, with a seed
-        callbacks=[StopOnNaN(), report],
+        callbacks=[StopOnNaN(), report, best],
         verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
     )
     history = pd.DataFrame({"epoch": range(1, len(fit.history["loss"]) + 1),
                             "loss": fit.history["loss"], "val_loss": fit.history["val_loss"]})
+    kept = best.best_epoch if params.restore_best else len(history) - 1  # 0-based: the model's epoch
     summary = {
         "epochs": int(len(history)),
-        "loss": float(history["loss"].iloc[-1]),
-        "val_loss": float(history["val_loss"].iloc[-1]),
+        "best_epoch": int(best.best_epoch + 1),
+        "model_epoch": int(kept + 1),
+        "loss": float(history["loss"].iloc[kept]),
+        "val_loss": float(history["val_loss"].iloc[kept]),
         "parameters": int(model.count_params()),
         "train_chars_per_epoch": meta.train_windows * meta.seq_length,
     }
