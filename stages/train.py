@@ -22,7 +22,7 @@ def main() -> None:
     vocab = Vocabulary.load(paths.VOCAB)
     root = tracking.find_root()
     with tracking.train_run(params, root, tags=training.environment_tags()) as run:
-        result = training.train(params.train, paths.RECORDS, vocab,
+        result = training.train(params.train, paths.RECORDS, vocab, backup_dir=paths.TRAIN_BACKUP,
                                 on_epoch=lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
         model_lib.save(result.model, vocab, paths.MODEL)
         files.write_text(paths.METRICS / "history.csv", result.history.to_csv(index=False))
@@ -35,6 +35,7 @@ def main() -> None:
         run.log_artifact(paths.VOCAB)
         run.log_artifact(paths.METRICS / "history.csv")
         run.log_loss_curve(result.history)
+    result.checkpoints.clear()  # every output is in place: nothing left to resume
     summary = result.summary
     print(f"trained {summary['epochs']} epoch(s); kept epoch {summary['model_epoch']}: loss {summary['loss']:.4f}, "
           f"val_loss {summary['val_loss']:.4f} -> {paths.MODEL}/")

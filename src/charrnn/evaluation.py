@@ -49,4 +49,7 @@ def held_out_loss(model, ids: np.ndarray, batch_size: int, seq_length: int) -> d
         total += float(loss)
     chars = int(mask.sum())
     loss = total / chars
+    if not loss < 700:  # exp() overflows: no model that learnt anything gets near
+        raise EvaluationError(f"held-out loss is {loss:.4g} nats per character: the model diverged in "
+                              "training; lower train.learning_rate or set train.clipnorm")
     return {"loss": loss, "perplexity": math.exp(loss), "bpc": loss / math.log(2), "chars": chars}

@@ -10,3 +10,4 @@ MODEL = Path("data/model")
 SAMPLES = Path("data/samples")
 GENERATOR = Path("data/generator")
 METRICS = Path("metrics")
+TRAIN_BACKUP = Path("data/cache/train-backup")  # resumable training state; not a DVC output

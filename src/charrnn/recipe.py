@@ -1,13 +1,11 @@
-"""The training recipe around the model: optimizer, learning-rate schedule, early stopping.
+"""The training recipe around the model: optimizer and learning-rate schedule.
 
 Each piece is a `train.*` param, off by default except where noted:
 - train.schedule: `constant`, or `cosine` (decay to COSINE_FLOOR x the peak over the run);
   train.warmup_steps: a linear warm-up from 0 to train.learning_rate first (either schedule);
 - train.clipnorm: clip the global gradient norm (0: off);
 - train.weight_decay: decoupled weight decay (AdamW) on the kernels and embeddings, not biases;
-- train.patience: stop after this many epochs without a better val_loss (0: never);
-- train.restore_best: keep the weights of the epoch with the best val_loss (default on), and
-  record which epoch that was.
+(train.patience and train.restore_best, early stopping and the best epoch, are charrnn.checkpoint's.)
 """
 from __future__ import annotations
 
@@ -40,10 +38,3 @@ def optimizer(params: TrainParams, total_steps: int) -> keras.optimizers.Optimiz
         opt.exclude_from_weight_decay(var_names=["bias"])
         return opt
     return keras.optimizers.Adam(rate, **clip)
-
-
-def best_epoch_callback(params: TrainParams) -> keras.callbacks.EarlyStopping:
-    """Watches val_loss: stops after train.patience epochs without progress (if set), restores
-    the best epoch's weights at the end (if train.restore_best); its `best_epoch` is 0-based."""
-    return keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", restore_best_weights=params.restore_best,
-                                         patience=params.patience or params.epochs, verbose=0)

@@ -5,6 +5,9 @@ figures (seconds, characters per second) are measurements, kept apart in the thr
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import sys
@@ -15,7 +18,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from charrnn import distribute, recipe, records
+from charrnn import checkpoint, distribute, files, recipe, records
 from charrnn import model as model_lib
 from charrnn.params import TrainParams
 from charrnn.vocab import Vocabulary
@@ -55,6 +58,23 @@ class StopOnNaN(keras.callbacks.Callback):
             )
 
 
+class ReseedEachEpoch(keras.callbacks.Callback):
+    """Restart every random layer's seed (dropout) from (seed, epoch) when an epoch begins, so
+    its masks depend on the epoch, not on how many epochs this process ran: a resumed training
+    draws the masks the uninterrupted one drew."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for i, layer in enumerate(self.model._flatten_layers()):
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                generator.state.assign(keras.ops.convert_to_tensor(
+                    [self.seed * 1_000_003 + epoch, i], dtype=generator.state.dtype))
+
+
 class EpochReport(keras.callbacks.Callback):
     """Times each epoch and hands its metrics (losses, learning rate, seconds, chars/s) to `on_epoch`."""
 
@@ -84,19 +104,20 @@ class Result:
     history: pd.DataFrame  # epoch, loss, val_loss: deterministic
     throughput: pd.DataFrame  # epoch, seconds, chars_per_sec: wall-clock measurements
     summary: dict
+    checkpoints: checkpoint.EpochCheckpoints
 
 
-def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=None) -> Result:
-    """Fit a new model on the records; `on_epoch(epoch, metrics)` is called after each epoch."""
+def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=None,
+          backup_dir: str | None = None) -> Result:
+    """Fit a new model on the records; `on_epoch(epoch, metrics)` is called after each epoch.
+    With `backup_dir`, every epoch is backed up there and a killed training resumes from it
+    (see charrnn.checkpoint); clear it with `result.checkpoints.clear()` once outputs are saved."""
     meta = records.RecordsMeta.load(records_dir)
     if meta.vocab_fingerprint != vocab.fingerprint:
         raise TrainingError(f"{records_dir} was made with another vocabulary: run `dvc repro make_tfrecords`")
     strategy = distribute.strategy(params.distribute)  # first: before the datasets' ops
     if strategy.num_replicas_in_sync > 1:
         print(f"training on {distribute.describe(strategy)}", flush=True)
-    train_ds = records.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed,
-                               epochs=params.epochs, random_offset=params.random_offset)
-    val_ds = records.dataset(records_dir, "val", params.batch_size)
     steps_per_epoch = records.batches_per_epoch(records_dir, "train", params.batch_size, params.random_offset)
     with strategy.scope():
         model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab))
@@ -104,33 +125,52 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
             optimizer=recipe.optimizer(params, total_steps=steps_per_epoch * params.epochs),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-    if distribute.is_multi_worker(strategy):
-        train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
-        distribute.fit_under_multi_worker(model, strategy, next(iter(val_ds)))
+    checkpoints = checkpoint.EpochCheckpoints(backup_dir, training_key(params, records_dir), params.patience,
+                                              params.restore_best)
+    first = checkpoints.resume(model)
+    if first:
+        print(f"resuming after epoch {first} of {params.epochs} (backup in {backup_dir})", flush=True)
     report = EpochReport(meta.train_windows * meta.seq_length, on_epoch)
-    best = recipe.best_epoch_callback(params)
-    fit = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=params.epochs,
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # the dataset is already shuffled, with a seed
-        callbacks=[StopOnNaN(), report, best],
-        verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
-    )
-    history = pd.DataFrame({"epoch": range(1, len(fit.history["loss"]) + 1),
-                            "loss": fit.history["loss"], "val_loss": fit.history["val_loss"]})
-    kept = best.best_epoch if params.restore_best else len(history) - 1  # 0-based: the model's epoch
+    if checkpoints.finished(params.epochs):  # killed after its last epoch, before the outputs
+        checkpoints.set_model(model)
+        checkpoints.on_train_end()
+    else:
+        train_ds = records.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed,
+                                   epochs=params.epochs, first_epoch=first, random_offset=params.random_offset)
+        val_ds = records.dataset(records_dir, "val", params.batch_size)
+        if distribute.is_multi_worker(strategy):
+            train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
+            distribute.fit_under_multi_worker(model, strategy, next(iter(val_ds)))
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=params.epochs,
+            initial_epoch=first,
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the dataset is already shuffled, with a seed
+            callbacks=[ReseedEachEpoch(params.seed), StopOnNaN(), report, checkpoints],
+            verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
+        )
+    history = pd.DataFrame(checkpoints.rows, columns=["epoch", "loss", "val_loss"])
+    kept = checkpoints.model_epoch
     summary = {
         "epochs": int(len(history)),
-        "best_epoch": int(best.best_epoch + 1),
-        "model_epoch": int(kept + 1),
-        "loss": float(history["loss"].iloc[kept]),
-        "val_loss": float(history["val_loss"].iloc[kept]),
+        "best_epoch": int(checkpoints.best_epoch),
+        "model_epoch": int(kept),
+        "loss": float(history["loss"].iloc[kept - 1]),
+        "val_loss": float(history["val_loss"].iloc[kept - 1]),
         "parameters": int(model.count_params()),
         "train_chars_per_epoch": meta.train_windows * meta.seq_length,
     }
-    return Result(model, history, pd.DataFrame(report.rows), summary)
+    return Result(model, history, pd.DataFrame(report.rows, columns=["epoch", "seconds", "chars_per_sec"]),
+                  summary, checkpoints)
+
+
+def training_key(params: TrainParams, records_dir: str) -> str:
+    """What a backup must match to be resumed: every train param and the records' content."""
+    text = json.dumps({"params": dataclasses.asdict(params), "records": files.sha256_tree(records_dir)},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def environment_tags() -> dict:
