@@ -5,7 +5,7 @@ DVC     := $(VENV)/bin/dvc
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast repro-check ui clean-venv
+.PHONY: install run test test-fast repro-check ui clean-venv bench bench-quick
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,3 +39,11 @@ ui: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+## bench: charrnn against the tutorial's approach (bench/reference.py), tables with ratios (~15 min)
+bench: install
+	$(PY) bench/run.py | tee bench/last-run.md
+
+## bench-quick: the small configuration only, fewer steps (a few minutes)
+bench-quick: install
+	$(PY) bench/run.py --quick | tee bench/last-run-quick.md

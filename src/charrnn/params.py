@@ -39,6 +39,7 @@ _RULES = {
         "must be 64 hex digits (a sha256) or null",
     ),
     "nonempty": (lambda v: len(v) > 0, "must not be empty"),
+    "rnn_impl": (lambda v: v in ("auto", "keras", "fused"), "must be 'auto', 'keras' or 'fused'"),
 }
 
 
@@ -70,6 +71,8 @@ class TrainParams:
     learning_rate: float = field(default=0.002, metadata=_check("positive"))
     seed: int = 42
     threads: int = field(default=0, metadata=_check("non_negative"))  # 0: all cores
+    rnn_impl: str = field(default="auto", metadata=_check("rnn_impl"))  # auto: fused GRU on CPU, Keras (cuDNN) on GPU
+    mixed_precision: bool = False  # mixed_float16 on a GPU; ignored on a CPU
 
 
 @dataclass(frozen=True)
