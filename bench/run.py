@@ -3,8 +3,9 @@
     make bench          # tutorial configuration (GRU 1024) and a small one (GRU 256), 200 MB data row
     make bench-quick    # the small configuration only, fewer steps and characters: a few minutes
 
-Each row times the reference and charrnn alternately (round by round, in this one process, on
-the same text), so both see the same machine load; the figure is the median over rounds.
+Each row times the reference and charrnn alternately (training: step by step; generation and
+evaluation: call by call), in this one process, on the same text, so both see the same machine
+load; the figure is the median.
 Prints a Markdown table (pasted into BENCHMARKS.md) with the load average before and after.
 """
 from __future__ import annotations
@@ -33,34 +34,7 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {common.load()}] {msg}", file=sys.stderr, flush=True)
 
 
-class StepTimes:
-    """A Keras callback: the seconds between consecutive batch ends, and the per-batch losses."""
-
-    def __new__(cls):
-        import keras
-
-        class _StepTimes(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.times, self.losses = [], []
-
-            def on_train_begin(self, logs=None):
-                self._last, self._n, self._mean = None, 0, 0.0
-
-            def on_train_batch_end(self, batch, logs=None):
-                now = time.perf_counter()
-                if self._last is not None:  # the first batch of a fit includes its set-up
-                    self.times.append(now - self._last)
-                self._last = now
-                mean = float(logs["loss"])  # Keras reports the running mean over the fit
-                self._n += 1
-                self.losses.append(self._n * mean - (self._n - 1) * self._mean)
-                self._mean = mean
-
-        return _StepTimes()
-
-
-def bench_training(name, text, workdir, steps, rounds):
+def bench_training(name, text, workdir, steps):
     import keras
     import tensorflow as tf
 
@@ -86,23 +60,36 @@ def bench_training(name, text, workdir, steps, rounds):
     ours.set_weights(ref.get_weights())  # same layers in the same order: the same starting point
     our_ds = records.dataset(rec, "train", BATCH, shuffle_seed=1).repeat()
 
-    cb = {"reference": StepTimes(), "charrnn": StepTimes()}
-    for r in range(rounds):
-        for who, model, ds in (("reference", ref, ref_ds), ("charrnn", ours, our_ds)):
-            model.fit(ds, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[cb[who]])
-        log(f"train {name} round {r + 1}/{rounds}: reference {np.median(cb['reference'].times):.3f} s/step, "
-            f"charrnn {np.median(cb['charrnn'].times):.3f} s/step, fused GRU: {ours.use_fused(True)}")
-    ref_cps = BATCH * SEQ / common.median(cb["reference"].times)
-    our_cps = BATCH * SEQ / common.median(cb["charrnn"].times)
-    last = max(1, len(cb["reference"].losses) // 4)
-    loss_ref = float(np.mean(cb["reference"].losses[-last:]))
-    loss_ours = float(np.mean(cb["charrnn"].losses[-last:]))
+    # Step by step, alternating: each side draws its next batch from its own input pipeline and
+    # takes one optimizer step (the same compiled train function model.fit runs); alternating
+    # every step spreads any load from other processes evenly over both sides.
+    sides = {"reference": (ref, iter(ref_ds)), "charrnn": (ours, iter(our_ds))}
+    times = {k: [] for k in sides}
+    losses = {k: [] for k in sides}
+    for who, (model, it) in sides.items():  # warm-up: trace and compile
+        x, y = next(it)
+        model.train_on_batch(x, y)
+    for step in range(steps):
+        for who, (model, it) in (sides.items() if step % 2 == 0 else reversed(sides.items())):
+            with common.Timer() as t:
+                x, y = next(it)
+                loss = model.train_on_batch(x, y)
+            times[who].append(t.seconds)
+            losses[who].append(float(loss))
+        if (step + 1) % max(1, steps // 4) == 0:
+            log(f"train {name} step {step + 1}/{steps}: median reference {np.median(times['reference']):.3f} s/step, "
+                f"charrnn {np.median(times['charrnn']):.3f} s/step (fused GRU: {ours.use_fused(True)})")
+    ref_cps = BATCH * SEQ / common.median(times["reference"])
+    our_cps = BATCH * SEQ / common.median(times["charrnn"])
+    last = max(1, steps // 4)
+    loss_ref = float(np.mean(losses["reference"][-last:]))
+    loss_ours = float(np.mean(losses["charrnn"][-last:]))
     return [{
         "row": f"train {name} (GRU {cfg['units']}, b{BATCH}, seq {SEQ})", "reference": ref_cps, "ours": our_cps,
         "unit": "chars/s", "ratio": our_cps / ref_cps, "target": ">= 1.5x" if name == "tutorial" else "",
         "met": (our_cps / ref_cps >= 1.5) if name == "tutorial" else None,
-        "note": (f"median of {len(cb['charrnn'].times)} steps each, {rounds} alternating rounds; "
-                 f"loss over the last {last} steps: reference {loss_ref:.3f}, charrnn {loss_ours:.3f} "
+        "note": (f"median of {steps} steps each, alternating step by step; "
+                 f"mean loss of the last {last} steps: reference {loss_ref:.3f}, charrnn {loss_ours:.3f} "
                  f"(same initial weights, each on its own shuffled batches)"),
     }], ours, vocab, our_cps
 
@@ -188,7 +175,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
     configs = (args.configs or ("small" if args.quick else "tutorial,small")).split(",")
-    steps, rounds = (5, 3) if args.quick else (8, 4)
+    steps = 12 if args.quick else 24
     num_chars, gen_rounds = (300, 3) if args.quick else (1000, 5)
     data_mb = args.data_mb or (50 if args.quick else 200)
 
@@ -209,7 +196,7 @@ def main(argv=None) -> None:
             model = vocab = None
             if only & {"train", "generate", "evaluate"}:
                 log(f"train {name}")
-                train_rows, model, vocab, train_cps = bench_training(name, text, work, steps, rounds)
+                train_rows, model, vocab, train_cps = bench_training(name, text, work, steps)
                 rows += train_rows if "train" in only else []
             if "generate" in only:
                 rows += bench_generation(name, text, model, vocab, num_chars, gen_rounds)
