@@ -179,18 +179,18 @@ def main(argv=None) -> None:
     num_chars, gen_rounds = (300, 3) if args.quick else (1000, 5)
     data_mb = args.data_mb or (50 if args.quick else 200)
 
-    from charrnn import training
-
-    training.configure(seed=42, threads=0)  # the pipeline's thread settings, for both sides
     text, source = common.corpus_text()
     load_before = common.load()
     started = common.now()
     rows = []
-    if "data" in only:
+    if "data" in only:  # first, while this process is small: a child's peak RSS counts its parent's at fork
         import data_stages
 
         log(f"data stages on {data_mb} MB of generated text")
         rows += data_stages.bench(data_mb)
+    from charrnn import training
+
+    training.configure(seed=42, threads=0)  # the pipeline's thread settings, for both sides
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as work:
         for name in configs:
             model = vocab = None

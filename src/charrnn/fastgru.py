@@ -107,6 +107,36 @@ def embedded_projection(embeddings, kernel, input_bias, ids):
     return project(embeddings, kernel, input_bias)
 
 
+def step_fn(model):
+    """A one-character step for generation: ids [B], states -> logits [B, V], states.
+
+    Computes what the Keras cells compute (tests/test_fastgru.py), with the GRU's work per
+    character cut to the recurrent matmul: layer 1's input projection is a row of the table
+    embedding @ kernel + bias (built once, here, from the current weights).
+    """
+    first = model.rnns[0].cell
+    table = tf.matmul(model.embedding.embeddings.value, first.kernel.value) + first.bias.value[0]
+
+    def step(ids, states):
+        new_states = []
+        x = None
+        for i, (rnn, state) in enumerate(zip(model.rnns, states)):
+            cell = rnn.cell
+            bias = cell.bias.value
+            xp = tf.gather(table, ids) if i == 0 else tf.matmul(x, cell.kernel.value) + bias[0]
+            h = state[0]
+            x_z, x_r, x_h = tf.split(xp, 3, axis=1)
+            r_z, r_r, r_h = tf.split(tf.matmul(h, cell.recurrent_kernel.value) + bias[1], 3, axis=1)
+            z = tf.sigmoid(x_z + r_z)
+            r = tf.sigmoid(x_r + r_r)
+            hh = tf.tanh(x_h + r * r_h)
+            x = z * h + (1 - z) * hh
+            new_states.append([x])
+        return tf.matmul(x, model.dense.kernel.value) + model.dense.bias.value, new_states
+
+    return step
+
+
 def forward(model, ids, states=None):
     """logits [B, T, V] and the new states of a CharRNN(GRU), computed by the fused path."""
     ids = tf.convert_to_tensor(ids)
