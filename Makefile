@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install run test test-fast repro-check ui clean-venv
+.PHONY: install run test test-fast repro-check ui clean-venv bench bench-quick
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,3 +41,11 @@ ui: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+## bench: charrnn against the tutorial's approach (bench/reference.py), tables with ratios (~15 min)
+bench: install
+	$(PY) bench/run.py | tee bench/last-run.md
+
+## bench-quick: the small configuration only, fewer steps (a few minutes)
+bench-quick: install
+	$(PY) bench/run.py --quick | tee bench/last-run-quick.md

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from charrnn import files
+from charrnn import fastgru, files
 
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
@@ -48,17 +48,31 @@ class CharRNN(keras.Model):
     which keeps Keras's cuDNN kernels eligible on a GPU.
     """
 
-    def __init__(self, config: ModelConfig, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, config: ModelConfig, rnn_impl: str = "auto", policy: str = "float32", **kwargs):
+        super().__init__(dtype=policy, **kwargs)
         self.config = config
+        self.rnn_impl = rnn_impl  # "auto" | "keras" | "fused": see use_fused(); not saved with the model
         rnn = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
-        self.embedding = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")
-        self.rnns = [rnn(config.units, return_sequences=True, return_state=True, name=f"{config.cell}_{i}")
+        self.embedding = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding", dtype=policy)
+        self.rnns = [rnn(config.units, return_sequences=True, return_state=True, name=f"{config.cell}_{i}", dtype=policy)
                      for i in range(config.layers)]
-        self.drop = keras.layers.Dropout(config.dropout, name="dropout")
-        self.dense = keras.layers.Dense(config.vocab_size, name="logits")
+        self.drop = keras.layers.Dropout(config.dropout, name="dropout", dtype=policy)
+        self.dense = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")  # logits (and loss) in float32
+
+    def use_fused(self, training: bool = False) -> bool:
+        """Whether a call runs fastgru's fused GRU: with rnn_impl "fused", or "auto" on a machine
+        without a GPU (there Keras's cuDNN kernel is the fast path), and only when the fused path
+        computes exactly this model's function (fastgru.eligible)."""
+        if self.rnn_impl == "keras" or not all(r.built for r in self.rnns):  # the first call builds the layers
+            return False
+        if self.rnn_impl == "auto" and _gpu_visible():
+            return False
+        return fastgru.eligible(self.config, self.dtype_policy.name, training and self.config.dropout > 0)
 
     def call(self, ids, states=None, return_state=False, training=False):
+        if self.use_fused(training):
+            logits, new_states = fastgru.forward(self, ids, states)
+            return (logits, new_states) if return_state else logits
         x = self.drop(self.embedding(ids), training=training)
         new_states = []
         for i, rnn in enumerate(self.rnns):
@@ -79,8 +93,22 @@ class CharRNN(keras.Model):
         return asdict(self.config)
 
 
-def build(config: ModelConfig) -> CharRNN:
-    model = CharRNN(config, name="charrnn")
+def _gpu_visible() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def policy(mixed_precision: bool) -> str:
+    """The Keras dtype policy to train with: mixed_float16 when asked for and a GPU is there
+    (on a CPU float16 only costs time), else float32."""
+    return "mixed_float16" if mixed_precision and _gpu_visible() else "float32"
+
+
+def build(config: ModelConfig, rnn_impl: str = "auto", policy: str = "float32") -> CharRNN:
+    """A new model with its weights created. rnn_impl and policy choose how it computes, not what
+    it is: they are not saved with it (a model trained either way loads and runs either way)."""
+    model = CharRNN(config, rnn_impl=rnn_impl, policy=policy, name="charrnn")
     model(keras.ops.zeros((1, 1), dtype="int32"))  # create the weights
     return model
 

@@ -41,6 +41,7 @@ _RULES = {
         "must be 64 hex digits (a sha256) or null",
     ),
     "nonempty": (lambda v: len(v) > 0, "must not be empty"),
+    "rnn_impl": (lambda v: v in ("auto", "keras", "fused"), "must be 'auto', 'keras' or 'fused'"),
 }
 
 
@@ -81,6 +82,8 @@ class TrainParams:
     patience: int = field(default=0, metadata=_check("non_negative"))  # 0: no early stopping
     restore_best: bool = True
     random_offset: bool = False  # each epoch's windows start at a fresh seeded offset
+    rnn_impl: str = field(default="auto", metadata=_check("rnn_impl"))  # auto: fused GRU on CPU, Keras (cuDNN) on GPU
+    mixed_precision: bool = False  # mixed_float16 on a GPU; ignored on a CPU
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ The corpus is split contiguously: the first (1 - val_fraction) of its characters
 validates, so no validation window overlaps a training one. Windows step by seq_length, so
 consecutive windows share one id and every character but the first is a target exactly once.
 Each record is one window as raw little-endian integers (uint16 when the vocabulary fits).
+Writing needs no TensorFlow (see tfrecord.py): the stage streams the corpus in chunks, a block of
+windows at a time, in bounded memory.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from charrnn import files
+from charrnn import files, tfrecord
 from charrnn.vocab import Vocabulary, read_chunks
 
 META = "meta.json"
@@ -97,35 +99,6 @@ class RecordsMeta:
             raise RecordsError(f"{path} not found (run `dvc repro make_tfrecords`)") from None
 
 
-class _ShardWriter:
-    """Writes records to <prefix>-NNNNN.tfrecord files of about shard_bytes each."""
-
-    def __init__(self, directory: Path, prefix: str, shard_bytes: int):
-        self.directory, self.prefix, self.shard_bytes = directory, prefix, shard_bytes
-        self.names: list[str] = []
-        self.count = 0
-        self._writer = None
-        self._bytes = 0
-
-    def write(self, record: bytes) -> None:
-        import tensorflow as tf
-
-        if self._writer is None or self._bytes >= self.shard_bytes:
-            self.close()
-            name = f"{self.prefix}-{len(self.names):05d}.tfrecord"
-            self.names.append(name)
-            self._writer = tf.io.TFRecordWriter(str(self.directory / name))
-            self._bytes = 0
-        self._writer.write(record)
-        self._bytes += len(record)
-        self.count += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
 def write_records(corpus: str | Path, vocab: Vocabulary, out_dir: str | Path, seq_length: int,
                   val_fraction: float, shard_mb: int = 64, progress=None) -> RecordsMeta:
     """Encode the corpus, cut it into windows and write train/val shards atomically into out_dir."""
@@ -139,13 +112,12 @@ def write_records(corpus: str | Path, vocab: Vocabulary, out_dir: str | Path, se
         counts = {}
         shards = {}
         for name, (start, stop) in {"train": (0, split), "val": (split, None)}.items():
-            writer = _ShardWriter(tmp, name, shard_bytes)
+            writer = tfrecord.ShardWriter(tmp, name, shard_bytes)
             ids = iter_ids(corpus, vocab, start, stop)
             if progress is not None:
                 ids = progress(ids, name)
             for block in iter_windows(ids, seq_length):
-                for window in block.astype(dtype):
-                    writer.write(window.tobytes())
+                writer.write_rows(block.astype(dtype))
             writer.close()
             counts[name], shards[name] = writer.count, writer.names
         meta = RecordsMeta(

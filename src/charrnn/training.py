@@ -107,6 +107,19 @@ class Result:
     checkpoints: checkpoint.EpochCheckpoints
 
 
+def build_model(params: TrainParams, vocab: Vocabulary, total_steps: int = 1) -> model_lib.CharRNN:
+    """The compiled model `train` fits (bench/ times this same model); `total_steps` sizes the
+    learning-rate schedule. On a CPU its GRU runs fastgru's fused loop (train.rnn_impl); mixed
+    precision applies on a GPU only."""
+    model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab), rnn_impl=params.rnn_impl,
+                            policy=model_lib.policy(params.mixed_precision))
+    model.compile(  # under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer
+        optimizer=recipe.optimizer(params, total_steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
 def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=None,
           backup_dir: str | None = None) -> Result:
     """Fit a new model on the records; `on_epoch(epoch, metrics)` is called after each epoch.
@@ -120,11 +133,7 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
         print(f"training on {distribute.describe(strategy)}", flush=True)
     steps_per_epoch = records.batches_per_epoch(records_dir, "train", params.batch_size, params.random_offset)
     with strategy.scope():
-        model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab))
-        model.compile(
-            optimizer=recipe.optimizer(params, total_steps=steps_per_epoch * params.epochs),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
+        model = build_model(params, vocab, total_steps=steps_per_epoch * params.epochs)
     checkpoints = checkpoint.EpochCheckpoints(backup_dir, training_key(params, records_dir), params.patience,
                                               params.restore_best)
     first = checkpoints.resume(model)

@@ -85,10 +85,19 @@ class Vocabulary:
         return self.encode_code_points(code_points(text))
 
     def encode_code_points(self, cps: np.ndarray) -> np.ndarray:
-        idx = np.searchsorted(self._cps, cps)
-        found = idx < len(self._cps)
-        found[found] = self._cps[idx[found]] == cps[found]
-        return np.where(found, idx + 1, UNK_ID).astype(np.int32)
+        # One gather from a table indexed by code point (its last entry: anything above the
+        # largest code point of the vocabulary, i.e. [UNK]).
+        table = self._table()
+        return table[np.minimum(cps, len(table) - 1)]
+
+    def _table(self) -> np.ndarray:
+        table = self.__dict__.get("_id_table")
+        if table is None:
+            top = int(self._cps[-1]) + 1 if len(self._cps) else 0
+            table = np.full(top + 1, UNK_ID, dtype=np.int32)
+            table[self._cps] = np.arange(1, len(self._cps) + 1, dtype=np.int32)
+            object.__setattr__(self, "_id_table", table)
+        return table
 
     def decode(self, ids: Iterable[int]) -> str:
         table = self.id_to_char

@@ -1,0 +1,68 @@
+"""Data stages on a big generated corpus: build_vocab + make_tfrecords, MB/s and peak memory.
+
+Each stage runs as the real DVC stage script (stages/<name>.py) in a scratch project directory,
+as its own process: the wall time includes starting Python and importing what the stage imports,
+and the peak resident memory is the process's own (os.wait4's ru_maxrss).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, generated_text
+
+
+def write_corpus(path: Path, mb: int) -> int:
+    """mb MiB of generated text, written in 8 MiB pieces (different seeds) to keep this process small."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    piece = 8 << 20
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        for i in range(0, mb << 20, piece):
+            f.write(generated_text(min(piece, (mb << 20) - i), seed=i))
+    return path.stat().st_size
+
+
+def run_stage(name: str, cwd: Path) -> tuple[float, int]:
+    """(seconds, peak RSS bytes) of one stage script run in cwd."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CHARRNN_TRACKING": "0", "PYTHONPATH": str(REPO / "src")}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"stage {name} failed:\n{out.decode(errors='replace')}")
+    return seconds, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+
+
+def bench(mb: int = 200) -> list[dict]:
+    scratch = Path(tempfile.mkdtemp(prefix="charrnn-bench-data-"))
+    try:
+        shutil.copy(REPO / "params.yaml", scratch / "params.yaml")
+        size = write_corpus(scratch / "data" / "raw" / "corpus.txt", mb)
+        (scratch / "metrics").mkdir()
+        results = {name: run_stage(name, scratch) for name in ("build_vocab", "make_tfrecords")}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    seconds = sum(s for s, _ in results.values())
+    peak = max(r for _, r in results.values())
+    rows = [{"row": f"data: {name} ({size / 1e6:.0f} MB corpus)", "ours": size / 1e6 / s, "unit": "MB/s",
+             "note": f"{s:.1f} s, peak RSS {r / 2**20:.0f} MiB"} for name, (s, r) in results.items()]
+    rows.append({"row": f"data: build_vocab + make_tfrecords ({size / 1e6:.0f} MB)", "ours": size / 1e6 / seconds,
+                 "unit": "MB/s", "target": ">= 20 MB/s", "met": size / 1e6 / seconds >= 20,
+                 "note": f"{seconds:.1f} s"})
+    rows.append({"row": "data: peak RSS of either stage", "ours": peak / 2**20, "unit": "MiB",
+                 "target": "< 1024 MiB", "met": peak < 1 << 30})
+    return rows
+
+
+if __name__ == "__main__":
+    for row in bench(int(sys.argv[1]) if len(sys.argv) > 1 else 200):
+        print(row)
