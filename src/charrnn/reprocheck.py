@@ -27,7 +27,7 @@ VOLATILE = {"metrics/throughput.csv"}
 TINY = {
     "seq_length": 32,
     "data": {"source": "corpus-src.txt", "val_fraction": 0.1},
-    "train": {"embedding_dim": 16, "units": 32, "epochs": 2, "batch_size": 16, "learning_rate": 0.01},
+    "train": {"embedding_dim": 16, "units": 32, "epochs": 2, "batch_size": 16, "learning_rate": 0.01, "warmup_steps": 10},
     "sample": {"num_chars": 40, "prompts": ["ROMEO:", "JULIET:"]},
     "evaluate": {"batch_size": 8},
 }
