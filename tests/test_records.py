@@ -95,3 +95,23 @@ def test_epoch_order_depends_only_on_seed_and_epoch(tmp_path):
     assert sorted(map(bytes, full[0])) == sorted(map(bytes, full[1]))  # ... of the same windows
     resumed = epochs(epochs=3, first_epoch=2)  # as a run resumed after two epochs sees it
     assert len(resumed) == 1 and np.array_equal(resumed[0], full[2])
+
+
+def test_several_shards_read_in_parallel_and_from_a_uri(tmp_path):
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefghij"), 1_300_000))
+    path, vocab = corpus(tmp_path, text)
+    meta = records.write_records(path, vocab, tmp_path / "rec", seq_length=20, val_fraction=0.1, shard_mb=1)
+    assert len(meta.train_shards) >= 3
+
+    def windows(rec, offset=None):
+        batches = records.read_windows(rec, "train", offset).batch(8192).as_numpy_iterator()
+        return sorted(w.tobytes() for batch in batches for w in batch)
+
+    in_order = windows(tmp_path / "rec")
+    assert len(in_order) == meta.train_windows
+    assert windows(f"file://{tmp_path}/rec") == in_order  # any tf.io.gfile location
+    ids = vocab.encode(text).astype(np.int32)
+    shifted = windows(tmp_path / "rec", offset=7)
+    assert len(shifted) == records.window_count(meta, "train", shifted=True) == meta.train_windows - len(meta.train_shards)
+    assert set(shifted) <= {ids[s:s + 21].tobytes() for s in range(7, len(ids) - 20, 20)}

@@ -92,9 +92,17 @@ class RecordsMeta:
 
     @classmethod
     def load(cls, records_dir: str | Path) -> "RecordsMeta":
-        path = Path(records_dir) / META
+        path = _join(records_dir, META)
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            if "://" in path:  # a remote location: TensorFlow's file system layer reads it
+                import tensorflow as tf
+
+                if not tf.io.gfile.exists(path):
+                    raise FileNotFoundError(path)
+                text = tf.io.gfile.GFile(path, "r").read()
+            else:
+                text = Path(path).read_text(encoding="utf-8")
+            return cls(**json.loads(text))
         except FileNotFoundError:
             raise RecordsError(f"{path} not found (run `dvc repro make_tfrecords`)") from None
 
@@ -142,21 +150,40 @@ def records_metrics(meta: RecordsMeta) -> dict:
     }
 
 
-def read_windows(records_dir: str | Path, split: str):
-    """The ordered tf.data stream of int32 windows of one split ("train" or "val")."""
+def read_windows(records_dir: str | Path, split: str, offset: int | None = None):
+    """The tf.data stream of int32 windows of one split ("train" or "val").
+
+    Shards are read in parallel and interleaved in a fixed order (deterministic). With `offset`,
+    each shard's windows start that many characters later (shifted_windows: one window fewer
+    per shard). `records_dir` may be any location tf.io.gfile reads (gs://, s3://, ...).
+    """
     import tensorflow as tf
 
     meta = RecordsMeta.load(records_dir)
-    paths = [str(Path(records_dir) / n) for n in getattr(meta, f"{split}_shards")]
+    paths = [_join(records_dir, n) for n in getattr(meta, f"{split}_shards")]
     dtype = tf.uint16 if meta.dtype == "<u2" else tf.int32
-    ds = tf.data.TFRecordDataset(paths, num_parallel_reads=None)  # shards in order: reproducible
-    return ds.map(lambda r: tf.cast(tf.io.decode_raw(r, dtype, little_endian=True), tf.int32),
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def shard(path):
+        ds = tf.data.TFRecordDataset(path).map(
+            lambda r: tf.cast(tf.io.decode_raw(r, dtype, little_endian=True), tf.int32))
+        return ds if offset is None else shifted_windows(ds, offset)
+
+    if len(paths) == 1:
+        return shard(paths[0])
+    return tf.data.Dataset.from_tensor_slices(paths).interleave(
+        shard, cycle_length=min(len(paths), 8), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _join(directory: str | Path, name: str) -> str:
+    return f"{str(directory).rstrip('/')}/{name}" if "://" in str(directory) else str(Path(directory) / name)
+
+
+def window_count(meta: "RecordsMeta", split: str, shifted: bool) -> int:
+    return getattr(meta, f"{split}_windows") - (len(getattr(meta, f"{split}_shards")) if shifted else 0)
 
 
 def batches_per_epoch(records_dir: str | Path, split: str, batch_size: int, random_offset: bool = False) -> int:
-    windows = getattr(RecordsMeta.load(records_dir), f"{split}_windows") - (1 if random_offset else 0)
-    return -(-windows // batch_size)
+    return -(-window_count(RecordsMeta.load(records_dir), split, random_offset) // batch_size)
 
 
 def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: int | None = None,
@@ -174,15 +201,14 @@ def dataset(records_dir: str | Path, split: str, batch_size: int, shuffle_seed: 
     import tensorflow as tf
 
     meta = RecordsMeta.load(records_dir)
-    n = getattr(meta, f"{split}_windows")
-    windows = read_windows(records_dir, split).apply(tf.data.experimental.assert_cardinality(n))
+    shifted = random_offset and shuffle_seed is not None
+    n = window_count(meta, split, shifted)
 
     def epoch_batches(epoch):
-        ds = windows
+        offset = epoch_offset(shuffle_seed, epoch, meta.seq_length) if shifted else None
+        ds = read_windows(records_dir, split, offset).apply(tf.data.experimental.assert_cardinality(n))
         if shuffle_seed is None:
             return ds.batch(batch_size)
-        if random_offset:
-            ds = shifted_windows(ds, epoch_offset(shuffle_seed, epoch, meta.seq_length))
         seed = (shuffle_seed * 1_000_003 + epoch) % (1 << 31)
         return ds.shuffle(min(n, 1 << 17), seed=seed, reshuffle_each_iteration=False).batch(batch_size)
 
