@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install run test test-fast repro-check ui clean-venv bench bench-quick
+.PHONY: install run test test-fast repro-check ui clean-venv bench bench-quick bench-data-1gb
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -49,3 +49,7 @@ bench: install
 ## bench-quick: the small configuration only, fewer steps (a few minutes)
 bench-quick: install
 	$(PY) bench/run.py --quick | tee bench/last-run-quick.md
+
+## bench-data-1gb: the three data stages on 1 GB of generated text: MB/s and peak memory (~2 min)
+bench-data-1gb: install
+	$(PY) bench/run.py --only data --data-mb 1024 | tee bench/last-run-data-1gb.md
