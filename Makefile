@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install run test test-fast repro-check ui clean-venv bench bench-quick bench-data-1gb
+.PHONY: install run test test-fast repro-check ui clean-venv bench bench-quick bench-data-1gb bench-quality bench-stateful
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,3 +53,11 @@ bench-quick: install
 ## bench-data-1gb: the three data stages on 1 GB of generated text: MB/s and peak memory (~2 min)
 bench-data-1gb: install
 	$(PY) bench/run.py --only data --data-mb 1024 | tee bench/last-run-data-1gb.md
+
+## bench-quality: the CPU quality ablation, one `dvc exp run -S ...` per recipe change on tiny shakespeare (~70 min)
+bench-quality: install
+	$(PY) bench/quality.py | tee bench/last-run-quality.md
+
+## bench-stateful: stateful (TBPTT) training against shuffled windows, same model and steps (~25 min)
+bench-stateful: install
+	$(PY) bench/stateful.py | tee bench/last-run-stateful.md

@@ -26,3 +26,41 @@ def test_reference_trains_and_generates():
     one_step = reference.OneStep(model, chars_from_ids, ids_from_chars)
     out = reference.generate(one_step, ["ab", "c"], 7)
     assert [len(s) for s in out] == [9, 8] and "[UNK]" not in "".join(out)
+
+
+def test_stateful_batches_continue_each_stream():
+    import numpy as np
+    import stateful
+
+    ids = np.arange(10_000, dtype=np.int32)
+    batches = list(stateful.stream_batches(ids, 10, 4, steps=50, rng=np.random.default_rng(0)))
+    assert len(batches) == 50
+    for (x, y), (x_next, _) in zip(batches, batches[1:]):
+        assert x.shape == y.shape == (4, 10) and (y[:, :-1] == x[:, 1:]).all()
+        assert (x_next[:, 0] == x[:, -1] + 1).all()  # each row goes on where it stopped
+    offsets = {int(next(stateful.stream_batches(ids, 10, 4, 1, np.random.default_rng(s)))[0][0, 0]) for s in range(20)}
+    assert len(offsets) > 1 and all(0 <= o < 10 for o in offsets)
+
+
+def test_window_batches_are_shuffled_shifted_windows():
+    import numpy as np
+    import stateful
+
+    ids = np.arange(10_000, dtype=np.int32)
+    batches = list(stateful.window_batches(ids, 10, 4, steps=20, rng=np.random.default_rng(0)))
+    starts = np.concatenate([x[:, 0] for x, _ in batches])
+    assert len(batches) == 20 and len(set(starts % 10)) == 1  # one offset per epoch
+    assert (np.diff(starts) != 10).any()  # not in text order
+    assert all((y == x + 1).all() for x, y in batches)
+
+
+def test_quality_table_names_each_rows_overrides():
+    import quality
+
+    rows = [{"label": "plain", "overrides": {"train.epochs": "12"}, "seconds": 661.0, "loss": 1.52,
+             "bpc": 2.19, "best_epoch": 12, "epochs": 12},
+            {"label": "+ offsets", "overrides": {"train.random_offset": "true"}, "seconds": 650.0, "loss": 1.50,
+             "bpc": 2.16, "best_epoch": 11, "epochs": 12}]
+    lines = quality.table(rows).splitlines()
+    assert "`-S train.epochs=12`" in lines[2] and "11 min 01 s" in lines[2]
+    assert "`-S train.random_offset=true`" in lines[3] and "-0.0200" in lines[3] and "11 of 12" in lines[3]

@@ -1,0 +1,119 @@
+"""The CPU quality ablation, measured by the pipeline itself: one `dvc exp run -S ...` per recipe
+change on tiny shakespeare, in a throw-away clone of this repository's HEAD.
+
+Each row adds one change to the row before; the table gives the whole `dvc exp run` wall time
+(download to evaluate_perplexity), the held-out loss from metrics/perplexity.json and its change
+against the previous row and against the first. Needs a quiet machine: the rows are timed.
+
+    .venv/bin/python bench/quality.py                      # all rows, ~1 hour on 2 cores
+    .venv/bin/python bench/quality.py --rows plain,offset --epochs 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, TINY, load, machine, now
+
+BASE = {"train.epochs": "12"}
+# cumulative: each row's overrides are added to every row before it
+ROWS = [
+    ("plain", "fixed windows, constant rate, no clipping",
+     {"train.random_offset": "false", "train.schedule": "constant",
+      "train.warmup_steps": "0", "train.clipnorm": "0"}),
+    ("offset", "+ fresh random offset each epoch", {"train.random_offset": "true"}),
+    ("schedule", "+ cosine decay after warm-up", {"train.schedule": "cosine", "train.warmup_steps": "200"}),
+    ("clip", "+ global gradient clipping (the default CPU recipe)", {"train.clipnorm": "1.0"}),
+    ("dropout", "+ dropout on embedding and GRU outputs", {"train.dropout": "0.2"}),
+    ("decay", "+ AdamW weight decay", {"train.weight_decay": "0.1"}),
+]
+
+
+def run_row(clone: Path, name: str, overrides: dict, log: Path, env: dict) -> float:
+    args = ["dvc", "exp", "run", "--force", "-n", name]
+    for key, value in overrides.items():
+        args += ["-S", f"{key}={value}"]
+    start = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(args, cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"row {name} failed (exit {done.returncode}); its output is in {log}")
+    return seconds
+
+
+def metrics(clone: Path) -> dict:
+    held = json.loads((clone / "metrics/perplexity.json").read_text())
+    train = json.loads((clone / "metrics/train.json").read_text())
+    return {"loss": held["loss"], "bpc": held["bpc"], "best_epoch": train["best_epoch"],
+            "epochs": train["epochs"], "train_loss": train["loss"], "val_loss": train["val_loss"]}
+
+
+def minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def table(results: list[dict]) -> str:
+    head = ["configuration (cumulative `-S` overrides)", "whole `dvc exp run`", "held-out nats",
+            "bits/char", "best epoch", "vs previous row", "vs plain"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(results):
+        sets = " ".join(f"`-S {k}={v}`" for k, v in r["overrides"].items())
+        prev = "" if i == 0 else f"{r['loss'] - results[i - 1]['loss']:+.4f}"
+        first = "" if i == 0 else f"{r['loss'] - results[0]['loss']:+.4f}"
+        lines.append(f"| {r['label']}: {sets} | {minutes(r['seconds'])} | {r['loss']:.4f} | "
+                     f"{r['bpc']:.4f} | {r['best_epoch']} of {r['epochs']} | {prev} | {first} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=TINY, help="tiny shakespeare (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=int(BASE["train.epochs"]))
+    parser.add_argument("--rows", default=",".join(r[0] for r in ROWS),
+                        help="comma-separated row names, in order (default: all)")
+    parser.add_argument("--out", type=Path, help="also keep each row's log and metrics here")
+    args = parser.parse_args()
+    if not args.corpus.is_file():
+        sys.exit(f"no corpus at {args.corpus}: pass --corpus with the path of tinyshakespeare.txt")
+    wanted = args.rows.split(",")
+    unknown = set(wanted) - {r[0] for r in ROWS}
+    if unknown:
+        sys.exit(f"unknown rows {sorted(unknown)}; the rows are {[r[0] for r in ROWS]}")
+
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    print(f"# CPU quality ablation\n\n{machine()}; {now()}; load before: {load()}\n"
+          f"corpus {args.corpus}, {args.epochs} epochs, commit "
+          f"{subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()}\n",
+          flush=True)
+    results, overrides = [], {"data.source": str(args.corpus.resolve()), "train.epochs": str(args.epochs)}
+    with tempfile.TemporaryDirectory(prefix="charrnn-quality-") as tmp:
+        clone = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+        logs = args.out or Path(tmp) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name, label, change in ROWS:
+            overrides = {**overrides, **change}
+            if name not in wanted:
+                continue
+            seconds = run_row(clone, name, overrides, logs / f"{name}.log", env)
+            row = {"name": name, "label": label, "overrides": change if results else overrides,
+                   "seconds": seconds, **metrics(clone)}
+            results.append(row)
+            print(f"{name}: {minutes(seconds)}, held-out {row['loss']:.4f} nats, "
+                  f"{row['bpc']:.4f} bpc, best epoch {row['best_epoch']}, load {load()}", flush=True)
+            if args.out:
+                (args.out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
+                shutil.copy(clone / "metrics/history.csv", args.out / f"{name}-history.csv")
+    print("\n" + table(results))
+
+
+if __name__ == "__main__":
+    main()
