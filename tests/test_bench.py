@@ -57,10 +57,23 @@ def test_window_batches_are_shuffled_shifted_windows():
 def test_quality_table_names_each_rows_overrides():
     import quality
 
-    rows = [{"label": "plain", "overrides": {"train.epochs": "12"}, "seconds": 661.0, "loss": 1.52,
+    rows = [{"label": "plain", "keep": True, "overrides": {"train.epochs": "12"}, "seconds": 661.0, "loss": 1.52,
              "bpc": 2.19, "best_epoch": 12, "epochs": 12},
-            {"label": "+ offsets", "overrides": {"train.random_offset": "true"}, "seconds": 650.0, "loss": 1.50,
+            {"label": "+ offsets", "keep": True, "overrides": {"train.random_offset": "true"}, "seconds": 650.0, "loss": 1.50,
              "bpc": 2.16, "best_epoch": 11, "epochs": 12}]
     lines = quality.table(rows).splitlines()
     assert "`-S train.epochs=12`" in lines[2] and "11 min 01 s" in lines[2]
     assert "`-S train.random_offset=true`" in lines[3] and "-0.0200" in lines[3] and "11 of 12" in lines[3]
+
+
+def test_quality_alternatives_compare_with_the_recipe_not_each_other():
+    import quality
+
+    def row(label, keep, loss):
+        return {"label": label, "keep": keep, "overrides": {}, "seconds": 600.0, "loss": loss, "bpc": 2.0,
+                "best_epoch": 12, "epochs": 12}
+
+    lines = quality.table([row("plain", True, 1.50), row("recipe", True, 1.48),
+                           row("dropout", False, 1.49), row("decay", False, 1.47)]).splitlines()
+    assert "+0.0100" in lines[4] and "-0.0100" in lines[5]  # each against 1.48, not against 1.49
+    assert "-0.0300" in lines[5]  # and against the first row
