@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import REPO, TINY, load, machine, now
 
-BASE = {"train.epochs": "12"}
+EPOCHS = 12
 # each row's overrides are added to those of every kept row before it; rows with keep=False are
 # alternatives tried on top of the recipe so far and not carried on
 ROWS = [
@@ -46,8 +46,9 @@ def run_row(clone: Path, name: str, overrides: dict, log: Path, env: dict) -> fl
     with log.open("w") as out:
         done = subprocess.run(args, cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"row {name} failed (exit {done.returncode}); its output is in {log}")
+    if done.returncode != 0:  # the log may sit in the clone's temporary directory: show its end
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+        sys.exit(f"{tail}\nrow {name} failed (exit {done.returncode}); the end of its output is above")
     return seconds
 
 
@@ -79,7 +80,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=TINY, help="tiny shakespeare (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=int(BASE["train.epochs"]))
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--rows", default=",".join(r[0] for r in ROWS),
                         help="comma-separated row names, in order (default: all)")
     parser.add_argument("--out", type=Path, help="also keep each row's log and metrics here")
@@ -92,10 +93,9 @@ def main() -> None:
         sys.exit(f"unknown rows {sorted(unknown)}; the rows are {[r[0] for r in ROWS]}")
 
     env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     print(f"# CPU quality ablation\n\n{machine()}; {now()}; load before: {load()}\n"
-          f"corpus {args.corpus}, {args.epochs} epochs, commit "
-          f"{subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()}\n",
-          flush=True)
+          f"corpus {args.corpus}, {args.epochs} epochs, commit {commit}\n", flush=True)
     results, kept = [], {"data.source": str(args.corpus.resolve()), "train.epochs": str(args.epochs)}
     with tempfile.TemporaryDirectory(prefix="charrnn-quality-") as tmp:
         clone = Path(tmp) / "repo"

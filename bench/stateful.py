@@ -29,7 +29,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from charrnn import evaluation, records, training  # noqa: E402
-from charrnn.params import Params  # noqa: E402
+from charrnn.params import Params, TrainParams  # noqa: E402
 from charrnn.vocab import Vocabulary, count_chars  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def stream_batches(ids, seq_length, batch_size, steps, rng):
         yield x[:, cols], y[:, cols]
 
 
-def run(mode: str, params: TrainParams, vocab, train_ids, val_ids, seq_length: int) -> dict:
+def run(mode: str, params: TrainParams, vocab, train_ids, val_ids, seq_length: int, eval_batch: int) -> dict:
     training.configure(params.seed, params.threads)
     steps = (len(train_ids) - 1 - seq_length) // seq_length // params.batch_size
     model = training.build_model(params, vocab, total_steps=steps * params.epochs)
@@ -81,7 +81,7 @@ def run(mode: str, params: TrainParams, vocab, train_ids, val_ids, seq_length: i
             states = carried if mode == "stateful" else zeros
             losses.append(float(loss))
         seconds += time.perf_counter() - start
-        held = evaluation.held_out_loss(model, val_ids, 64, seq_length)["loss"]
+        held = evaluation.held_out_loss(model, val_ids, eval_batch, seq_length)["loss"]
         print(f"{mode} epoch {epoch + 1}: train {np.mean(losses):.4f}, held-out {held:.4f} "
               f"({len(losses)} steps, {seconds:.0f} s so far)", flush=True)
         if held < best:
@@ -101,13 +101,14 @@ def main() -> None:
     text, source = corpus_text()
     vocab = Vocabulary.from_counts(count_chars([text]))
     ids = vocab.encode(text).astype(np.int32)
-    split = records.split_point(len(ids), 0.1)
+    split = records.split_point(len(ids), defaults.data.val_fraction)
     train_ids, val_ids = ids[:split], ids[split:]
     print(f"# Stateful training (TBPTT) against windows\n\n{machine()}; {now()}; load before: {load()}\n"
           f"{source}; GRU-{params.units}, embedding {params.embedding_dim}, batch {params.batch_size}, "
           f"seq {seq_length}, {params.epochs} epochs, {params.schedule} schedule, "
           f"warm-up {params.warmup_steps}, clipnorm {params.clipnorm}\n", flush=True)
-    results = [run(mode, params, vocab, train_ids, val_ids, seq_length) for mode in ("windows", "stateful")]
+    results = [run(mode, params, vocab, train_ids, val_ids, seq_length, defaults.evaluate.batch_size)
+               for mode in ("windows", "stateful")]
     ref = results[0]
     print("\n| training | held-out nats | bits/char | best epoch | training time | change vs windows |")
     print("|---|---|---|---|---|---|")
