@@ -4,6 +4,7 @@
 in a copy of the repository under .dvc/tmp/exps/ that has no venv of its own. So: re-exec with the
 interpreter of the nearest enclosing `.venv` (or $CHARRNN_PYTHON) if this is not it, and put this
 checkout's src/ first on sys.path so a temporary copy runs its own code, not the installed one.
+Then charrnn.stage.install() makes even a Ctrl-C during the stage's imports end cleanly.
 """
 import os
 import sys
@@ -14,7 +15,13 @@ _root = Path(__file__).resolve().parent.parent
 
 def _venv_python() -> Path | None:
     if os.environ.get("CHARRNN_PYTHON"):
-        return Path(os.environ["CHARRNN_PYTHON"])
+        python = Path(os.environ["CHARRNN_PYTHON"])
+        if not (python.is_file() and os.access(python, os.X_OK)):
+            print(f"error: CHARRNN_PYTHON={python} is not an executable file: point it at a Python "
+                  "interpreter with charrnn's requirements, or unset it to use the project's .venv",
+                  file=sys.stderr)
+            sys.exit(1)
+        return python
     for folder in (_root, *_root.parents):
         if (folder / ".venv" / "bin" / "python").exists():
             return folder / ".venv" / "bin" / "python"
@@ -27,8 +34,19 @@ def _in(python: Path) -> bool:
     return Path(sys.executable).resolve() == python.resolve()
 
 
-_python = _venv_python()
-if _python is not None and not _in(_python) and not os.environ.get("CHARRNN_BOOTSTRAPPED"):
-    os.environ["CHARRNN_BOOTSTRAPPED"] = "1"  # never loop
-    os.execv(str(_python), [str(_python), *sys.argv])
+try:
+    _python = _venv_python()
+    if _python is not None and not _in(_python) and not os.environ.get("CHARRNN_BOOTSTRAPPED"):
+        os.environ["CHARRNN_BOOTSTRAPPED"] = "1"  # never loop
+        os.execv(str(_python), [str(_python), *sys.argv])
+except KeyboardInterrupt:
+    print("interrupted (Ctrl-C) while starting", file=sys.stderr)
+    sys.exit(130)
+except OSError as e:
+    print(f"error: cannot run {_python}: {e.strerror}", file=sys.stderr)
+    sys.exit(1)
 sys.path.insert(0, str(_root / "src"))
+
+from charrnn import stage  # noqa: E402  (light: no TensorFlow, no MLflow)
+
+stage.install()

@@ -1,5 +1,7 @@
 """DVC stage download: data.source -> data/raw/corpus.txt (UTF-8, \\n newlines, no BOM)."""
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
+import sys
+
 from charrnn import corpus, paths
 from charrnn.params import Params
 from charrnn.stage import run_stage
@@ -7,6 +9,9 @@ from charrnn.stage import run_stage
 
 def main() -> None:
     params = Params.load(paths.PARAMS)
+    warning = corpus.credentials_warning(params.data.source)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     info = corpus.fetch(params.data, paths.CORPUS, paths.DOWNLOAD_CACHE)
     print(f"{paths.CORPUS}: {info['chars']:,} characters ({info['bytes']:,} bytes) "
           f"from {info['kind']} {info['source']} (sha256 {info['sha256'][:12]})")

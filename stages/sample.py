@@ -1,8 +1,9 @@
-"""DVC stage sample: model -> data/samples/*.txt and the exported generator (data/generator/)."""
+"""DVC stage sample: model -> data/samples/ (samples, the temperature grid), metrics/samples.json
+(is the model copying its training text?) and the exported generator (data/generator/)."""
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import sys
 
-from charrnn import files, paths, tracking
+from charrnn import files, outputs, paths, publish, records, tracking
 from charrnn.params import Params
 from charrnn.stage import run_stage
 
@@ -10,28 +11,45 @@ from charrnn.stage import run_stage
 def main() -> None:
     params = Params.load(paths.PARAMS)
     s = params.sample
-    from charrnn import generation
+    from charrnn import generation, novelty
     from charrnn import model as model_lib
 
-    vocab = model_lib.load_vocab(paths.MODEL)
-    model = model_lib.load(paths.MODEL, vocab)
-    for prompt, unknown in zip(s.prompts, generation.unknown_chars(vocab, s.prompts)):
-        if unknown:
-            print(f"warning: prompt {prompt!r} has characters outside the vocabulary, read as [UNK]: "
-                  f"{''.join(unknown)!r}", file=sys.stderr)
+    model, vocab = model_lib.load(paths.MODEL)
+    prompts = s.prompts or records.held_out_prompts(paths.CORPUS, params.data.val_fraction)
+    for warning in generation.check_prompts(vocab, prompts):
+        print(f"warning: {warning}", file=sys.stderr)
     generator = generation.Generator(model, vocab)
-    texts = generator.generate_text(s.prompts, s.num_chars, s.temperature, s.seed)
+    texts = generator.generate_text(prompts, s.num_chars, s.temperature, s.seed, s.top_k, s.top_p)
+    grid = {t: generator.generate_text(prompts, s.num_chars, t, s.seed, s.top_k, s.top_p) for t in s.temperature_grid}
+    split = records.split_point(records.count_corpus_chars(paths.CORPUS), params.data.val_fraction)
+    generated = [text[len(prompt):] for prompt, text in zip(prompts, texts)]
+    copying = novelty.copy_metrics(records.TextSpan(paths.CORPUS, 0, split), generated, ngram=s.copy_ngram)
+    model_hash = outputs.model_hash()
     with files.atomic_path(paths.SAMPLES) as tmp:
         tmp.mkdir()
         for i, text in enumerate(texts):
             (tmp / f"sample-{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
+        (tmp / "temperatures.md").write_text(temperature_table(prompts, grid, s), encoding="utf-8")
     generation.export(generator, paths.GENERATOR)
-    with tracking.model_run(params, tracking.find_root(), files.sha256_tree(paths.MODEL), stage="sample") as run:
-        run.log_artifacts(paths.SAMPLES, "samples")
-        run.log_metrics({"sample_chars": sum(len(t) for t in texts)})
+    files.write_json(paths.SAMPLE_METRICS, {**copying, "model": outputs.model_id(model_hash),
+                                            "sample_chars": sum(len(g) for g in generated)})
+    with tracking.model_run(params, tracking.find_root(), model_hash, stage="sample") as run:
+        publish.publish(run, params, model_hash)
     print(f"{len(texts)} sample(s) of {s.num_chars} characters at temperature {s.temperature} -> {paths.SAMPLES}/; "
           f"generator -> {paths.GENERATOR}/")
+    print(f"copied from the training text: {copying[f'copied_frac_{s.copy_ngram}']:.1%} of {s.copy_ngram}-grams, "
+          f"longest span {copying['longest_copied']} characters -> {paths.SAMPLE_METRICS}")
     print(texts[0][:300])
+
+
+def temperature_table(prompts: list[str], grid: dict[float, list[str]], s) -> str:
+    """The same prompts and seed at each temperature of sample.temperature_grid, side by side."""
+    lines = [f"# Samples by temperature (seed {s.seed}, {s.num_chars} characters, top_k {s.top_k}, top_p {s.top_p})", ""]
+    for i, prompt in enumerate(prompts):
+        lines += [f"## Prompt {i}: {prompt!r}", ""]
+        for temperature, texts in grid.items():
+            lines += [f"### temperature {temperature}", "", "```text", texts[i], "```", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,39 +2,39 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import os
 
-from charrnn import files, paths, tracking
+from charrnn import files, history, outputs, paths, publish, resources, tracking
 from charrnn.params import Params
 from charrnn.stage import run_stage
+from charrnn.vocab import Vocabulary
 
 
 def main() -> None:
     params = Params.load(paths.PARAMS)
+    vocab = Vocabulary.load(paths.VOCAB)
+    resources.check_training(params, vocab.size)
     from charrnn import training  # imports TensorFlow
 
     training.configure(params.train.seed, params.train.threads)
     from charrnn import distribute
+    from charrnn import model as model_lib
 
     if not distribute.is_chief():  # in a multi-worker cluster, only the chief logs the run
         os.environ["CHARRNN_TRACKING"] = "0"
-    from charrnn import model as model_lib
-    from charrnn.vocab import Vocabulary
-
-    vocab = Vocabulary.load(paths.VOCAB)
-    root = tracking.find_root()
-    with tracking.train_run(params, root, tags=training.environment_tags()) as run:
+    with tracking.train_run(params, tracking.find_root(), tags=training.environment_tags()) as run:
         result = training.train(params.train, paths.RECORDS, vocab, backup_dir=paths.TRAIN_BACKUP,
                                 on_epoch=lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
         model_lib.save(result.model, vocab, paths.MODEL)
         files.write_text(paths.METRICS / "history.csv", result.history.to_csv(index=False))
         files.write_text(paths.METRICS / "throughput.csv", result.throughput.to_csv(index=False))
         files.write_json(paths.METRICS / "train.json", result.summary)
-        run.set_tags({tracking.MODEL_HASH_TAG: files.sha256_tree(paths.MODEL),
-                      "charrnn.corpus_hash": files.sha256_tree(paths.CORPUS),
+        model_hash = outputs.model_hash()
+        run.set_tags({tracking.MODEL_HASH_TAG: model_hash, "charrnn.corpus_hash": files.sha256_tree(paths.CORPUS),
                       "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
         run.log_artifacts(paths.MODEL, "model")
         run.log_artifact(paths.VOCAB)
         run.log_artifact(paths.METRICS / "history.csv")
-        run.log_loss_curve(result.history)
+        run.log_figure(lambda: history.loss_figure(result.history), "loss_curve.png")
+        publish.publish(run, params, model_hash)  # what DVC may skip for this model
     result.checkpoints.clear()  # every output is in place: nothing left to resume
     summary = result.summary
     print(f"trained {summary['epochs']} epoch(s); kept epoch {summary['model_epoch']}: loss {summary['loss']:.4f}, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from charrnn.params import parse_yaml
 from charrnn.reprocheck import TINY, copy_project, merge, synthetic_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,13 +32,21 @@ class Project:
         return self.run("git", *args)
 
     def params(self) -> dict:
-        return yaml.safe_load((self.root / "params.yaml").read_text())
+        return parse_yaml((self.root / "params.yaml").read_text(encoding="utf-8"))
 
     def set_params(self, overrides: dict) -> None:
-        (self.root / "params.yaml").write_text(yaml.safe_dump(merge(self.params(), overrides), allow_unicode=True))
+        write_params(self.root, overrides, self.params())
 
     def read(self, rel: str) -> str:
         return (self.root / rel).read_text(encoding="utf-8")
+
+
+def write_params(directory: Path, overrides: dict, base: dict | None = None) -> Path:
+    """directory/params.yaml: the project's params (or `base`) with `overrides` merged in."""
+    base = base if base is not None else parse_yaml((REPO / "params.yaml").read_text(encoding="utf-8"))
+    path = Path(directory) / "params.yaml"
+    path.write_text(yaml.safe_dump(merge(base, overrides), allow_unicode=True), encoding="utf-8")
+    return path
 
 
 def make_project(dest: Path, corpus_text: str, overrides: dict | None = None, tracking: bool = False) -> Project:

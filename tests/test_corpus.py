@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import http.server
-import ipaddress
+import json
 import os
-import ssl
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -19,6 +15,8 @@ import pytest
 from charrnn import corpus
 from charrnn.corpus import CorpusError
 from charrnn.params import DataParams
+from tests import servers
+from tests.project import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,9 +113,10 @@ def test_decode_invalid_bytes_names_the_offset_and_the_setting():
         corpus.decode(b"abc\xff\xfedef", "utf-8")
 
 
-def test_decode_unknown_codec():
-    with pytest.raises(CorpusError, match="unknown data.encoding 'klingon'"):
-        corpus.decode(b"abc", "klingon")
+@pytest.mark.parametrize("codec", ["klingon", "base64", "rot13", "zlib"])
+def test_decode_refuses_what_is_not_a_text_codec(codec):
+    with pytest.raises(CorpusError, match=f"data.encoding must name a text encoding .*got '{codec}'"):
+        corpus.decode(b"abc", codec)
 
 
 def test_normalize_drops_the_bom_and_unifies_newlines():
@@ -125,9 +124,6 @@ def test_normalize_drops_the_bom_and_unifies_newlines():
     assert corpus.normalize(corpus.decode(raw, "utf-8")) == "one\ntwo\nthree\n"
 
 
-def test_redact_hides_credentials_and_query_values():
-    shown = corpus.redact("https://alice:s3cret@example.org/a.txt?token=abc123&x")
-    assert shown == "https://***@example.org/a.txt?token=***&x"
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -200,67 +196,38 @@ def test_rejected_url_message_is_redacted(tmp_path):
     assert "example.org/a.txt" in str(e.value)
 
 
-# --- HTTPS against a local server ------------------------------------------------------------
+# --- HTTPS against local servers -------------------------------------------------------------
 
 BODY = b"To be, or not to be\r\n"
 
 
 @pytest.fixture(scope="module")
-def https_server(tmp_path_factory):
-    """A threaded HTTPS server on 127.0.0.1 with a fresh self-signed certificate."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    d = tmp_path_factory.mktemp("tls")
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    seen_auth = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen_auth.append(self.headers.get("Authorization"))
-            if self.path.split("?")[0] != "/corpus.txt":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(BODY)))
-            self.end_headers()
-            self.wfile.write(BODY)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(d / "cert.pem", d / "key.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.timeout = 5
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"https://127.0.0.1:{server.server_address[1]}", "cert": d / "cert.pem", "auth": seen_auth}
-    server.shutdown()
-    server.server_close()
+def tls(tmp_path_factory):
+    return servers.self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
-def https(https_server, monkeypatch):
-    monkeypatch.setenv("SSL_CERT_FILE", str(https_server["cert"]))
+def https(tls, monkeypatch):
+    """An https server (trusted by this test) serving /corpus.txt, and a second one on another port."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
     monkeypatch.setattr(corpus, "TIMEOUT_S", 10)
-    return https_server
+    for name in (corpus.TOKEN_VARIABLE, "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tls[0].parent))  # no ~/.netrc of the machine's
+    main, other = servers.Server(tls), servers.Server(tls)
+    main.serve("/corpus.txt", BODY)
+    other.serve("/corpus.txt", BODY)
+    yield {"url": main.url, "host": main.host, "server": main, "other": other}
+    main.close()
+    other.close()
+
+
+@pytest.fixture
+def plain():
+    server = servers.Server()
+    server.serve("/corpus.txt", BODY)
+    yield server
+    server.close()
 
 
 def test_download_over_https(https, tmp_path):
@@ -268,10 +235,86 @@ def test_download_over_https(https, tmp_path):
     assert dest.read_bytes() == BODY
 
 
+ALICE = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+
+
 def test_download_sends_url_credentials_as_basic_auth(https, tmp_path):
-    host = https["url"].removeprefix("https://")
-    corpus.download(f"https://alice:s3cret@{host}/corpus.txt", tmp_path / "a.txt")
-    assert https["auth"][-1] == "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    corpus.download(f"https://alice:s3cret@{https['host']}/corpus.txt", tmp_path / "a.txt")
+    assert https["server"].authorizations() == [ALICE]
+
+
+def test_a_redirect_to_plain_http_is_refused_and_nothing_reaches_it(https, plain, tmp_path):
+    https["server"].redirect("/moved.txt", f"{plain.url}/corpus.txt")
+    with pytest.raises(CorpusError, match="redirects to http://.*which is not https") as e:
+        corpus.download(f"https://alice:s3cret@{https['host']}/moved.txt?token=abc", tmp_path / "a.txt")
+    assert plain.requests == []
+    assert "s3cret" not in str(e.value) and "abc" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_credentials_never_follow_a_redirect_to_another_origin(https, tmp_path, status):
+    https["server"].redirect("/moved.txt", f"{https['other'].url}/corpus.txt", status)
+    got = corpus.download(f"https://alice:s3cret@{https['host']}/moved.txt", tmp_path / "a.txt")
+    assert got.read_bytes() == BODY
+    assert https["server"].authorizations() == [ALICE]
+    assert https["other"].authorizations() == [None]  # the other port got the request, not the password
+
+
+def test_credentials_follow_a_redirect_within_the_same_origin(https, tmp_path):
+    https["server"].redirect("/moved.txt", "/corpus.txt")
+    corpus.download(f"https://alice:s3cret@{https['host']}/moved.txt", tmp_path / "a.txt")
+    assert https["server"].authorizations() == [ALICE, ALICE]
+
+
+def test_credentials_from_netrc_go_to_their_host_only(https, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    https["server"].redirect("/moved.txt", f"{https['other'].url}/corpus.txt")
+    corpus.download(f"{https['url']}/moved.txt", tmp_path / "a.txt")
+    assert https["server"].authorizations() == [ALICE]
+    assert https["other"].authorizations() == [None]
+
+
+def test_a_token_from_the_environment_is_sent_as_bearer(https, tmp_path, monkeypatch):
+    monkeypatch.setenv(corpus.TOKEN_VARIABLE, "t0ken")
+    corpus.download(f"{https['url']}/corpus.txt", tmp_path / "a.txt")
+    assert https["server"].authorizations() == ["Bearer t0ken"]
+
+
+def test_a_source_from_the_environment_keeps_the_url_out_of_params(https, tmp_path, monkeypatch):
+    secret_url = f"{https['url']}/corpus.txt?X-Amz-Signature=deadbeef"
+    monkeypatch.setenv("CORPUS_URL", secret_url)
+    out, info = fetch(tmp_path, source="env:CORPUS_URL", sha256=hashlib.sha256(BODY).hexdigest())
+    assert out.read_bytes() == b"To be, or not to be\n"
+    assert info["source"] == "env:CORPUS_URL" and "deadbeef" not in json.dumps(info)
+    monkeypatch.delenv("CORPUS_URL")
+    with pytest.raises(CorpusError, match="environment variable 'CORPUS_URL' is not set"):
+        fetch(tmp_path, source="env:CORPUS_URL")
+
+
+@pytest.mark.parametrize("source,found", [
+    ("https://alice:pw@example.org/a.txt", "user info"),
+    ("https://bucket.s3.amazonaws.com/a.txt?X-Amz-Credential=AK&X-Amz-Signature=ff", "'X-Amz-Signature'"),
+    ("https://storage.googleapis.com/b/a.txt?X-Goog-Signature=ff", "'X-Goog-Signature'"),
+    ("https://example.org/a.txt?api_key=1", "'api_key'"),
+    ("https://example.org/a.txt?apikey=1", "'apikey'"),
+])
+def test_a_source_with_credentials_gets_a_warning(source, found):
+    assert found in corpus.credentials_warning(source) and "README" in corpus.credentials_warning(source)
+
+
+def test_no_warning_for_a_plain_source():
+    for source in ("https://example.org/a.txt?lang=en", "shakespeare", "corpus.txt", "env:CORPUS_URL"):
+        assert corpus.credentials_warning(source) is None
+
+
+def test_an_exception_text_holding_the_url_is_masked(https, tmp_path):
+    with pytest.raises(CorpusError) as e:
+        corpus.download(f"{https['url']}/a b.txt?token=t0p&sig=s1g", tmp_path / "a.txt")
+    assert "t0p" not in str(e.value) and "s1g" not in str(e.value)
 
 
 def test_download_sha256_mismatch_leaves_no_file(https, tmp_path):
@@ -281,7 +324,7 @@ def test_download_sha256_mismatch_leaves_no_file(https, tmp_path):
 
 
 def test_download_404_is_a_clear_redacted_error(https, tmp_path):
-    host = https["url"].removeprefix("https://")
+    host = https["host"]
     redacted = r"https://\*\*\*@127\.0\.0\.1:\d+/missing\.txt\?t=\*\*\*"
     with pytest.raises(CorpusError, match=f"download failed: {redacted}: HTTP 404") as e:
         corpus.download(f"https://u:pw@{host}/missing.txt?t=tok", tmp_path / "a.txt")
@@ -289,9 +332,10 @@ def test_download_404_is_a_clear_redacted_error(https, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_untrusted_certificate_is_refused(https_server, tmp_path):
+def test_untrusted_certificate_is_refused(https, tmp_path, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE")
     with pytest.raises(CorpusError, match="download failed: .*CERTIFICATE_VERIFY_FAILED"):
-        corpus.download(f"{https_server['url']}/corpus.txt", tmp_path / "a.txt")
+        corpus.download(f"{https['url']}/corpus.txt", tmp_path / "a.txt")
 
 
 def test_fetch_url_caches_a_verified_download(https, tmp_path, monkeypatch):
@@ -357,7 +401,7 @@ def run_stage(cwd: Path) -> subprocess.CompletedProcess:
 
 def test_stage_writes_the_corpus(tmp_path):
     (tmp_path / "in.txt").write_text("hello\r\n", encoding="utf-8")
-    (tmp_path / "params.yaml").write_text("data:\n  source: in.txt\n")
+    write_params(tmp_path, {"data": {"source": "in.txt"}})
     result = run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "data" / "raw" / "corpus.txt").read_bytes() == b"hello\n"
@@ -365,11 +409,13 @@ def test_stage_writes_the_corpus(tmp_path):
 
 
 def test_stage_reports_errors_without_a_traceback(tmp_path):
-    (tmp_path / "params.yaml").write_text("data:\n  source: http://user:pw@example.org/x.txt\n")
+    write_params(tmp_path, {"data": {"source": "http://user:pw@example.org/x.txt?sig=s1g"}})
     result = run_stage(tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: only https:// URLs") and "Traceback" not in result.stderr
-    assert "pw" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: only https:// URLs") and "Traceback" not in result.stderr
+    assert "warning: data.source holds what looks like a credential (user info, query parameter 'sig')" in result.stderr
+    assert "pw" not in result.stderr and "s1g" not in result.stderr
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1 << 20])

@@ -7,9 +7,10 @@ import keras
 
 from charrnn import evaluation, generation
 from charrnn import model as model_lib
+from charrnn.modeldir import ModelConfig
 from charrnn.vocab import Vocabulary, count_chars
 
-CFG = model_lib.ModelConfig(vocab_size=30, embedding_dim=16, units=24, layers=2)
+CFG = ModelConfig(vocab_size=30, embedding_dim=16, units=24, layers=2)
 
 
 def pair(config=CFG):
@@ -68,10 +69,10 @@ def test_same_training_curve_with_adam():
 
 
 def test_dropout_during_training_uses_keras():
-    config = model_lib.ModelConfig(vocab_size=30, embedding_dim=8, units=8, dropout=0.1)
+    config = ModelConfig(vocab_size=30, embedding_dim=8, units=8, dropout=0.1)
     model = model_lib.build(config, rnn_impl="fused")
     assert not model.use_fused(training=True) and model.use_fused(training=False)
-    lstm = model_lib.build(model_lib.ModelConfig(vocab_size=30, embedding_dim=8, units=8, cell="lstm"), rnn_impl="fused")
+    lstm = model_lib.build(ModelConfig(vocab_size=30, embedding_dim=8, units=8, cell="lstm"), rnn_impl="fused")
     assert not lstm.use_fused(training=False)
 
 

@@ -9,77 +9,73 @@ import pytest
 import tensorflow as tf
 
 from charrnn import files
-from charrnn.generation import Generator, GenerationError, export, generate, sample_ids, unknown_chars
-from charrnn.model import ModelConfig, build, save
+from charrnn.generation import (Generator, GenerationError, check_prompts, check_settings, draw, export, generate,
+                                probabilities, sample, truncate, uniforms)
+from charrnn.model import build, save
+from charrnn.modeldir import ModelConfig
 from charrnn.vocab import UNK, UNK_ID, Vocabulary
 
 VOCAB = Vocabulary(tuple(sorted(set("\n :ABEMORabcde"))), (1,) * 14)
 PROMPTS = ["ROMEO:", "a", "Abba"]
 
 
-def tiny_model(vocab=VOCAB, cell="gru", layers=1, seed=0):
+def tiny_model(vocab=VOCAB, cell="gru", layers=1, seed=0, units=16):
     keras.utils.set_random_seed(seed)
-    return build(ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16, layers=layers, cell=cell,
+    return build(ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=units, layers=layers, cell=cell,
                              vocab_fingerprint=vocab.fingerprint))
 
 
-def reference(model, vocab, prompts, num_chars, pick):
-    """The straightforward way: the full Keras model, one character per Python step.
-
-    Returns the generated ids of each row and the logits of every step [B, steps, V].
-    """
-    ids = [list(vocab.encode(p)) for p in prompts]
-    lengths = [len(row) for row in ids]
-    x = np.array([row[0] for row in ids], np.int32)
-    states = model.initial_states(len(prompts))
-    generated, step_logits = [[] for _ in prompts], []
-    for t in range(max(lengths) - 1 + num_chars):
-        logits, states = model(x[:, None], states, return_state=True)
-        logits = logits[:, 0].numpy()
-        step_logits.append(logits)
-        picked = pick(logits, t)
-        for r, row in enumerate(ids):
-            if t >= lengths[r] - 1 and len(generated[r]) < num_chars:
-                generated[r].append(int(picked[r]))
-        x = np.array([row[t + 1] if t + 1 < len(row) else picked[r] for r, row in enumerate(ids)], np.int32)
-    return generated, np.stack(step_logits, axis=1)
-
-
-def stateless_pick(temperature, seed):
-    def pick(logits, t):
-        logits = logits.copy()
-        logits[:, UNK_ID] = -np.inf
-        step_seed = tf.constant([seed, t], tf.int64)
-        return tf.random.stateless_categorical(logits / temperature, 1, step_seed, dtype=tf.int32)[:, 0].numpy()
-    return pick
-
-
-def greedy_pick(logits, t):
-    logits = logits.copy()
-    logits[:, UNK_ID] = -np.inf
-    return logits.argmax(axis=1)
-
-
-def suffix_ids(vocab, prompts, outputs):
-    return [list(vocab.encode(out[len(p):])) for p, out in zip(prompts, outputs)]
+def reference(model, vocab, prompts, num_chars, temperature, seed):
+    """The straightforward way: the full Keras model on each prompt alone, one character per
+    Python step, drawing each character with the library's sampler at (seed, row, position)."""
+    texts = []
+    for row, prompt in enumerate(prompts):
+        ids = list(vocab.encode(prompt))
+        states = model.initial_states(1)
+        for i in ids[:-1]:
+            _, states = model(np.array([[i]], np.int32), states, return_state=True)
+        x, out = ids[-1], []
+        for position in range(num_chars):
+            logits, states = model(np.array([[x]], np.int32), states, return_state=True)
+            u = uniforms(tf.constant([seed], tf.int64), tf.constant([row], tf.int64), tf.constant([position], tf.int64))
+            x = int(sample(logits[:, 0], tf.constant([temperature]), tf.constant([0]), tf.constant([1.0]), u)[0])
+            out.append(x)
+        texts.append(prompt + vocab.decode(out))
+    return texts
 
 
 @pytest.mark.parametrize("cell,layers", [("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 2)])
-def test_compiled_loop_matches_step_by_step_reference(cell, layers):
+def test_compiled_generation_matches_a_step_by_step_reference(cell, layers):
     model = tiny_model(cell=cell, layers=layers)
-    num_chars, temperature, seed = 8, 0.9, 42
-    want_ids, want_logits = reference(model, VOCAB, PROMPTS, num_chars, stateless_pick(temperature, seed))
+    assert generate(model, VOCAB, PROMPTS, 12, 0.9, 42) == reference(model, VOCAB, PROMPTS, 12, 0.9, 42)
 
-    ragged = tf.ragged.constant([VOCAB.encode(p) for p in PROMPTS], dtype=tf.int32)
-    compiled = tf.function(lambda ids, lengths: sample_ids(
-        model, ids, lengths, tf.constant(num_chars), tf.constant(temperature), tf.constant(seed, tf.int64),
-        with_logits=True))
-    got_ids, got_logits = compiled(ragged.to_tensor(), tf.cast(ragged.row_lengths(), tf.int32))
 
-    np.testing.assert_allclose(got_logits.numpy(), want_logits, rtol=1e-5, atol=1e-5)
-    assert got_ids.numpy().tolist() == want_ids
-    texts = generate(model, VOCAB, PROMPTS, num_chars, temperature, seed)
-    assert texts == [p + VOCAB.decode(ids) for p, ids in zip(PROMPTS, want_ids)]
+def test_chunks_and_the_one_call_graph_give_the_same_text():
+    generator = Generator(tiny_model(layers=2), VOCAB)
+    whole = generator.generate(tf.constant(PROMPTS), 50, 0.8, tf.constant(5, tf.int64), 0, 1.0)
+    texts = list(PROMPTS)
+    for pieces in generator.stream(PROMPTS, 50, 0.8, 5, chunk=7):
+        assert all(len(p) <= 7 for p in pieces)
+        texts = [t + p for t, p in zip(texts, pieces)]
+    assert texts == [s.decode() for s in whole.numpy()]
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_request_gets_the_same_text_alone_or_in_any_batch(cell):
+    """What dynamic batching relies on: a row's text depends on its own prompt, seed and row index
+    only, never on the other rows of the batch or the batch's size (up to 64 rows)."""
+    model = tiny_model(cell=cell, units=64, layers=2)
+    generator = Generator(model, VOCAB)
+    alone = generator.generate_text(["ROMEO:"], 40, 1.0, 9)[0]
+    rng = np.random.default_rng(0)
+    for size in (2, 3, 17, 64):
+        others = ["".join(rng.choice(list("ABabcde :"), rng.integers(1, 12))) for _ in range(size - 1)]
+        prompts = ["ROMEO:", *others]
+        x, state = generator.start(tf.constant(prompts))
+        text, _, _ = generator.extend(x, state, tf.constant(40), tf.fill([size], 1.0), tf.zeros([size], tf.int32),
+                                      tf.ones([size]), tf.fill([size], tf.constant(9, tf.int64)),
+                                      tf.zeros([size], tf.int64), tf.zeros([size], tf.int64))
+        assert "ROMEO:" + text[0].numpy().decode() == alone, size
 
 
 def test_unk_is_never_generated_even_when_the_model_prefers_it():
@@ -88,9 +84,8 @@ def test_unk_is_never_generated_even_when_the_model_prefers_it():
     bias[UNK_ID] = 1e4
     model.dense.bias.assign(bias)
     outputs = generate(model, VOCAB, PROMPTS, 200, 1.0, seed=3)
-    for ids in suffix_ids(VOCAB, PROMPTS, outputs):
-        assert len(ids) == 200 and UNK_ID not in ids
-    assert not any(UNK in out[len(p):] for p, out in zip(PROMPTS, outputs))
+    for prompt, out in zip(PROMPTS, outputs):
+        assert len(out) == len(prompt) + 200 and UNK not in out[len(prompt):]
 
 
 def test_same_seed_same_text_different_seed_different_text():
@@ -100,12 +95,60 @@ def test_same_seed_same_text_different_seed_different_text():
     assert generator.generate_text(PROMPTS, 40, 1.0, seed=8) != first
 
 
-def test_very_low_temperature_is_greedy():
+def greedy(model, prompt, num_chars):
+    ids = list(VOCAB.encode(prompt))
+    logits, states = model(np.array([ids], np.int32), return_state=True)
+    out = []
+    for _ in range(num_chars):
+        row = logits[0, -1].numpy().copy()
+        row[UNK_ID] = -np.inf
+        out.append(int(row.argmax()))
+        logits, states = model(np.array([[out[-1]]], np.int32), states, return_state=True)
+    return prompt + VOCAB.decode(out)
+
+
+def test_a_very_low_temperature_and_top_k_1_are_greedy():
     model = tiny_model(layers=2)
     model.dense.kernel.assign(model.dense.kernel * 20.0)  # clear winners, no near-ties
-    want_ids, _ = reference(model, VOCAB, PROMPTS, 30, greedy_pick)
+    want = greedy(model, "ROMEO:", 30)
     for seed in (1, 2):
-        assert suffix_ids(VOCAB, PROMPTS, generate(model, VOCAB, PROMPTS, 30, 1e-4, seed)) == want_ids
+        assert generate(model, VOCAB, ["ROMEO:"], 30, 1e-4, seed) == [want]
+        assert generate(model, VOCAB, ["ROMEO:"], 30, 1.0, seed, top_k=1) == [want]
+
+
+def test_top_k_keeps_the_k_most_likely():
+    probs = tf.constant([[0.0, 0.1, 0.4, 0.2, 0.3], [0.0, 0.25, 0.25, 0.3, 0.2]])
+    kept = truncate(probs, tf.constant([2, 0]), tf.constant([1.0, 1.0])).numpy()
+    np.testing.assert_allclose(kept, [[0, 0, 0.4, 0, 0.3], [0, 0.25, 0.25, 0.3, 0.2]])
+
+
+def test_top_p_keeps_the_smallest_set_whose_mass_reaches_p():
+    probs = tf.constant([[0.0, 0.1, 0.4, 0.2, 0.3]] * 4)
+    kept = truncate(probs, tf.zeros([4], tf.int32), tf.constant([0.4, 0.5, 0.7, 0.95])).numpy()
+    np.testing.assert_allclose(kept, [[0, 0, 0.4, 0, 0],        # 0.4 reaches 0.4
+                                      [0, 0, 0.4, 0, 0.3],      # 0.4 does not reach 0.5: add 0.3
+                                      [0, 0, 0.4, 0, 0.3],      # 0.7 reaches 0.7
+                                      [0, 0.1, 0.4, 0.2, 0.3]])  # 0.9 is short of 0.95: all
+    both = truncate(probs[:1], tf.constant([1]), tf.constant([0.95])).numpy()
+    np.testing.assert_allclose(both, [[0, 0, 0.4, 0, 0]])  # together: the smaller set
+
+
+def test_draws_follow_the_truncated_distribution():
+    probs = truncate(probabilities(tf.math.log(tf.constant([[1e-9, 0.1, 0.4, 0.2, 0.3]] * 20_000)),
+                                   tf.ones([20_000])), tf.zeros([20_000], tf.int32), tf.fill([20_000], 0.7))
+    u = uniforms(tf.fill([20_000], tf.constant(3, tf.int64)), tf.zeros([20_000], tf.int64),
+                 tf.range(20_000, dtype=tf.int64))
+    counts = np.bincount(draw(probs, u).numpy(), minlength=5) / 20_000
+    np.testing.assert_allclose(counts, [0, 0, 0.4 / 0.7, 0, 0.3 / 0.7], atol=0.015)
+
+
+def test_uniforms_are_uniform_and_depend_on_seed_row_and_position():
+    n = 50_000
+    u = uniforms(tf.fill([n], tf.constant(1, tf.int64)), tf.zeros([n], tf.int64), tf.range(n, dtype=tf.int64)).numpy()
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+    assert np.histogram(u, bins=10, range=(0, 1))[0].min() > n / 10 * 0.95
+    first = uniforms(tf.constant([1, 1, 2], tf.int64), tf.constant([0, 1, 0], tf.int64), tf.zeros([3], tf.int64)).numpy()
+    assert len(set(first.tolist())) == 3
 
 
 def test_batch_of_prompts_each_gets_exactly_num_chars():
@@ -120,8 +163,9 @@ def test_cjk_vocabulary():
     chars = tuple(chr(0x4E00 + i) for i in range(3000))
     vocab = Vocabulary(chars, (1,) * len(chars))
     prompts = ["".join(chars[100:103]), "😀" + chars[0]]
-    assert unknown_chars(vocab, prompts) == [[], ["😀"]]
-    outputs = generate(tiny_model(vocab), vocab, prompts, 25, 1.0, seed=5)
+    assert check_prompts(vocab, prompts) == [f"prompt 1 ('😀{chars[0]}') has characters outside the vocabulary, "
+                                             "read as [UNK]: '😀'"]
+    outputs = generate(tiny_model(vocab), vocab, prompts, 25, 1.0, seed=5, top_k=50, top_p=0.9)
     for prompt, out in zip(prompts, outputs):
         assert out.startswith(prompt) and len(out) == len(prompt) + 25
         assert set(out[len(prompt):]) <= set(chars)
@@ -133,10 +177,18 @@ RELOAD = textwrap.dedent("""
     assert importlib.util.find_spec("charrnn") is None, "charrnn must not be importable here"
     import tensorflow as tf
     loaded = tf.saved_model.load(sys.argv[1])
-    args = tf.constant(json.loads(sys.argv[2])), tf.constant(50), tf.constant(0.8), tf.constant(1, tf.int64)
+    args = (tf.constant(json.loads(sys.argv[2])), tf.constant(50), tf.constant(0.8), tf.constant(1, tf.int64),
+            tf.constant(3), tf.constant(0.9))
     out = loaded.generate(*args)
-    served = loaded.signatures["serving_default"](**dict(zip(["prompts", "num_chars", "temperature", "seed"], args)))
+    names = ["prompts", "num_chars", "temperature", "seed", "top_k", "top_p"]
+    served = loaded.signatures["serving_default"](**dict(zip(names, args)))
     assert served["output_0"].numpy().tolist() == out.numpy().tolist()
+    x, state = loaded.start(args[0])
+    rows = len(json.loads(sys.argv[2]))
+    text, _, _ = loaded.extend(x, state, tf.constant(50), tf.fill([rows], 0.8), tf.fill([rows], 3), tf.fill([rows], 0.9),
+                               tf.fill([rows], tf.constant(1, tf.int64)), tf.range(rows, dtype=tf.int64),
+                               tf.zeros([rows], tf.int64))
+    assert [p + t for p, t in zip(args[0].numpy(), text.numpy())] == out.numpy().tolist()
     print(json.dumps([s.decode("utf-8") for s in out.numpy()]))
 """)
 
@@ -147,21 +199,21 @@ def run_python(script, *args):
     return result.stdout
 
 
-def test_export_reloads_without_charrnn_and_matches_python(tmp_path):
-    model = tiny_model(cell="lstm", layers=2)
-    generator = Generator(model, VOCAB)
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_export_reloads_without_charrnn_and_matches_python(tmp_path, cell):
+    generator = Generator(tiny_model(cell=cell, layers=2), VOCAB)
     export(generator, tmp_path / "generator")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]  # no temporary left behind
     out = json.loads(run_python(RELOAD, str(tmp_path / "generator"), json.dumps(PROMPTS)).splitlines()[-1])
-    assert out == generator.generate_text(PROMPTS, 50, 0.8, seed=1)
+    assert out == generator.generate_text(PROMPTS, 50, 0.8, seed=1, top_k=3, top_p=0.9)
 
 
 EXPORT = textwrap.dedent("""
     import sys
     from charrnn.generation import Generator, export
-    from charrnn.model import load, load_vocab
+    from charrnn.model import load
     model_dir, out = sys.argv[1:]
-    export(Generator(load(model_dir), load_vocab(model_dir)), out)
+    export(Generator(*load(model_dir)), out)
 """)
 
 
@@ -174,23 +226,40 @@ def test_export_is_byte_identical_across_processes(tmp_path):
     assert files.sha256_tree(tmp_path / "a") == files.sha256_tree(tmp_path / "b")
 
 
-@pytest.mark.parametrize("prompts,num_chars,temperature,match", [
-    ([], 10, 1.0, "non-empty list of prompts"),
-    ("ROMEO:", 10, 1.0, "non-empty list of prompts"),
-    (["ab", ""], 10, 1.0, "prompt 1 is empty"),
-    (["ab", "?!"], 10, 1.0, "prompt 1 .* no character of the vocabulary"),
-    (["ab"], 0, 1.0, "num_chars must be a positive integer"),
-    (["ab"], 10, 0.0, "temperature must be > 0"),
-    (["ab"], 10, -1.0, "temperature must be > 0"),
+@pytest.mark.parametrize("prompts,match", [
+    ([], "non-empty list of prompts"),
+    ("ROMEO:", "non-empty list of prompts"),
+    (["ab", ""], "prompt 1 is empty"),
+    (["ab", "?!"], r"prompt 1 .* no character of the model's vocabulary: .*sample\.prompts"),
+    (["ab", "a\udcff"], "prompt 1 is not valid Unicode"),
 ])
-def test_invalid_requests_raise_generation_error(prompts, num_chars, temperature, match):
+def test_unusable_prompts_are_refused(prompts, match):
     with pytest.raises(GenerationError, match=match):
-        generate(tiny_model(), VOCAB, prompts, num_chars, temperature, seed=0)
+        check_prompts(VOCAB, prompts)
 
 
-def test_graph_rejects_invalid_requests_too():
+@pytest.mark.parametrize("settings,match", [
+    ((0, 1.0, 0), "num_chars must be an integer from 1 to"),
+    ((4294967306, 1.0, 0), r"num_chars .* got 4294967306 \(raise the cap with --max-chars\)"),
+    ((10, 0.0, 0), "temperature must be a number from 1e-06 to 100"),
+    ((10, 1e-50, 0), "temperature must be a number from 1e-06"),
+    ((10, -1.0, 0), "temperature must be"),
+    ((10, 1.0, -1), "seed must be an integer from 0 to 2147483647"),
+    ((10, 1.0, 10**20), "seed must be"),
+    ((10, 1.0, 0, -1), "top_k must be"),
+    ((10, 1.0, 0, 0, 0.0), "top_p must be > 0 and <= 1"),
+    ((10, 1.0, 0, 0, 1.5), "top_p must be > 0 and <= 1"),
+])
+def test_invalid_settings_are_refused(settings, match):
+    with pytest.raises(GenerationError, match=match):
+        check_settings(*settings)
+
+
+def test_the_graph_refuses_invalid_requests_too():
     generator = Generator(tiny_model(), VOCAB)
     with pytest.raises(tf.errors.InvalidArgumentError, match="num_chars must be > 0"):
-        generator.generate(tf.constant(["ab"]), tf.constant(0), tf.constant(1.0), tf.constant(0, tf.int64))
+        generator.generate(tf.constant(["ab"]), 0, 1.0, tf.constant(0, tf.int64), 0, 1.0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least one character"):
-        generator.generate(tf.constant(["ab", ""]), tf.constant(5), tf.constant(1.0), tf.constant(0, tf.int64))
+        generator.generate(tf.constant(["ab", ""]), 5, 1.0, tf.constant(0, tf.int64), 0, 1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="top_p"):
+        generator.generate(tf.constant(["ab"]), 5, 1.0, tf.constant(0, tf.int64), 0, 1.5)

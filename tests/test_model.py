@@ -1,13 +1,17 @@
+import json
+
 import numpy as np
 import pytest
 
 from charrnn import model as model_lib
+from charrnn import modeldir
+from charrnn.modeldir import ModelConfig, ModelError
 from charrnn.vocab import Vocabulary, count_chars
 
 
 def tiny(cell="gru", layers=2, vocab=None):
     vocab = vocab or Vocabulary.from_counts(count_chars(["abcdefgh\n "]))
-    config = model_lib.ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16, layers=layers,
+    config = ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16, layers=layers,
                                    cell=cell, vocab_fingerprint=vocab.fingerprint)
     return model_lib.build(config), vocab
 
@@ -37,20 +41,72 @@ def test_save_load_round_trip(tmp_path):
     model, vocab = tiny("gru", layers=1)
     model_lib.save(model, vocab, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.weights.h5", "vocab.json"]
-    again = model_lib.load(tmp_path / "m")
+    again, again_vocab = model_lib.load(tmp_path / "m")
     ids = np.arange(1, vocab.size, dtype="int32")[None, :]
     assert np.array_equal(again(ids).numpy(), model(ids).numpy())
-    assert model_lib.load_vocab(tmp_path / "m") == vocab
+    assert again_vocab == vocab
 
 
-def test_vocabulary_mismatch_is_caught_by_fingerprint(tmp_path):
-    model, vocab = tiny()
-    model_lib.save(model, vocab, tmp_path / "m")
-    other = Vocabulary.from_counts(count_chars(["xyz"]))
-    with pytest.raises(model_lib.ModelError, match="different vocabulary"):
-        model_lib.load(tmp_path / "m", other)
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model, vocab = tiny("lstm", layers=2)
+    path = tmp_path_factory.mktemp("saved") / "m"
+    model_lib.save(model, vocab, path)
+    return path
 
 
-def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(model_lib.ModelError, match="no trained model here"):
+def broken(saved, tmp_path, edit):
+    """A copy of the saved model directory with `edit(path)` applied."""
+    import shutil
+
+    path = tmp_path / "m"
+    shutil.copytree(saved, path)
+    edit(path)
+    return path
+
+
+def edit_config(**changes):
+    def edit(path):
+        config = json.loads((path / "config.json").read_text())
+        config.update(changes)
+        (path / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda p: (p / "config.json").unlink(), "no trained model here .*run `dvc repro train`"),
+    (lambda p: (p / "vocab.json").unlink(), "vocab.json is missing"),
+    (lambda p: (p / "model.weights.h5").unlink(), "model.weights.h5 is missing"),
+    (lambda p: (p / "config.json").write_text("{not json"), "config.json: not valid JSON"),
+    (lambda p: (p / "config.json").write_text("[1, 2]"), "expected a JSON object"),
+    (edit_config(units=10**9), r"does not match model.weights.h5: the config \(.*units=1000000000"),
+    (edit_config(units=-4), "'units' must be > 0, got -4"),
+    (edit_config(units="16"), "'units' must be an integer, got '16'"),
+    (edit_config(cell="transformer"), "'cell' must be 'gru' or 'lstm'"),
+    (edit_config(layers=0), "'layers' must be an integer from 1 to 64"),
+    (edit_config(colour="red"), "unknown keys \\['colour'\\]"),
+    (lambda p: (p / "model.weights.h5").write_bytes(b"garbage" * 100), "model.weights.h5 is not a readable weights file"),
+    (lambda p: (p / "model.weights.h5").write_bytes((p / "model.weights.h5").read_bytes()[:3000]),
+     "model.weights.h5 is not a readable weights file"),
+    (lambda p: (p / "vocab.json").write_bytes(b'{"chars": ["\xff"], "counts": [1]}'), "not a charrnn vocabulary"),
+    (lambda p: (p / "vocab.json").write_text('{"chars": ["\\ud800"], "counts": [1]}'), "no lone surrogates"),
+    (lambda p: (p / "vocab.json").write_text('{"chars": ["a", "a"], "counts": [1, 1]}'), "distinct and sorted"),
+    (lambda p: (p / "vocab.json").write_text('{"chars": ["x", "y"], "counts": [1, 1]}'),
+     "vocab.json is not the vocabulary .* was trained with"),
+])
+def test_a_broken_model_directory_is_one_clear_error(saved, tmp_path, edit, match):
+    path = broken(saved, tmp_path, edit)
+    with pytest.raises(ModelError, match=match):
+        modeldir.read(path)
+    with pytest.raises(ModelError, match=match):
+        model_lib.load(path)
+
+
+def test_a_missing_directory_or_a_file_is_not_a_model(tmp_path):
+    with pytest.raises(ModelError, match="does not exist: give the directory a trained model was saved to"):
+        model_lib.load(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelError, match="is a file, not a model directory"):
+        model_lib.load(tmp_path / "file")
+    with pytest.raises(ModelError, match="no trained model here"):
         model_lib.load(tmp_path)

@@ -12,12 +12,15 @@ def rate_at(schedule, step: int) -> float:
     return float(schedule(step)) if callable(schedule) else float(schedule)
 
 
+CONSTANT = {"schedule": "constant", "warmup_steps": 0, "clipnorm": 0.0}  # the defaults are the cosine recipe
+
+
 def test_constant_rate_without_warmup_is_a_plain_float():
-    assert recipe.learning_rate(TrainParams(learning_rate=0.003), total_steps=100) == 0.003
+    assert recipe.learning_rate(TrainParams(**{**CONSTANT, "learning_rate": 0.003}), total_steps=100) == 0.003
 
 
 def test_warmup_then_constant():
-    s = recipe.learning_rate(TrainParams(learning_rate=0.004, warmup_steps=10), total_steps=100)
+    s = recipe.learning_rate(TrainParams(**{**CONSTANT, "learning_rate": 0.004, "warmup_steps": 10}), total_steps=100)
     assert [rate_at(s, t) for t in (0, 5, 10, 50, 99)] == pytest.approx([0.0, 0.002, 0.004, 0.004, 0.004])
 
 
@@ -33,9 +36,9 @@ def test_warmup_then_cosine_down_to_the_floor():
 
 
 def test_optimizer_clipping_and_weight_decay():
-    plain = recipe.optimizer(TrainParams(), total_steps=10)
+    plain = recipe.optimizer(TrainParams(**CONSTANT), total_steps=10)
     assert type(plain) is keras.optimizers.Adam and plain.global_clipnorm is None
-    tuned = recipe.optimizer(TrainParams(clipnorm=1.0, weight_decay=0.01), total_steps=10)
+    tuned = recipe.optimizer(TrainParams(weight_decay=0.01), total_steps=10)  # clipnorm 1.0: the default
     assert isinstance(tuned, keras.optimizers.AdamW)
     assert tuned.global_clipnorm == 1.0 and tuned.weight_decay == 0.01
     bias, kernel = keras.Variable(np.zeros(3), name="bias"), keras.Variable(np.zeros((3, 3)), name="kernel")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from charrnn import tracking
+from charrnn import history, runs, tracking
 from charrnn.params import Params, TrackingParams
 
 EXPERIMENT = TrackingParams().experiment
@@ -19,7 +19,7 @@ EXPERIMENT = TrackingParams().experiment
 def empty_store(tmp_path_factory) -> Path:
     """An initialised, empty sqlite store: creating MLflow's tables takes seconds, a copy does not."""
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking._client(f"sqlite:///{path}").search_experiments()
+    tracking.client(f"sqlite:///{path}").search_experiments()
     return path
 
 
@@ -78,14 +78,15 @@ def test_train_run_logs_params_metrics_tags_and_artifacts(root, tmp_path):
         run.log_artifact(tmp_path / "history.csv")
         run.log_artifacts(tmp_path / "model", artifact_path="model")
         run.log_text("ROMEO: hi", "samples/0.txt")
-        run.log_loss_curve(pd.DataFrame({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.0], "val_loss": [3.5, 2.5, 1.5]}))
+        run.log_figure(lambda: history.loss_figure(pd.DataFrame({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.0],
+                                                                 "val_loss": [3.5, 2.5, 1.5]})), "loss_curve.png")
         run.set_tags({tracking.MODEL_HASH_TAG: "abc"})
 
     assert_no_mlflow_state_left(f"sqlite:///{root}/mlruns/mlflow.db")
     got = client(root).get_run(run.run_id)
     assert got.info.status == "FINISHED"
     assert got.data.params["train.units"] == "512"
-    assert got.data.params["sample.prompts"] == '["ROMEO:"]'
+    assert got.data.params["sample.prompts"] == '[]'
     assert got.data.params["data.sha256"] == "None"
     assert [m.step for m in client(root).get_metric_history(run.run_id, "loss")] == [0, 1, 2]
     assert got.data.metrics["loss"] == 1.0
@@ -118,18 +119,30 @@ def test_run_name_and_tags_from_dvc_experiment(root, env):
 
 def test_credentials_never_reach_the_store(root):
     source = "https://alice:s3cret@example.org/corpus.txt?token=abc123&lang=en"
-    got = client(root).get_run(train(root, Params.from_dict({"data": {"source": source}})))
-    assert got.data.params["data.source"] == "https://***@example.org/corpus.txt?token=***&lang=en"
-    assert tracking.redact("https://example.org/a.txt") == "https://example.org/a.txt"
+    got = client(root).get_run(train(root, Params.from_dict({"data": {"source": source}}), note=source))
+    assert got.data.params["data.source"] == "https://***@example.org/corpus.txt?token=***&lang=***"
+    assert got.data.tags["note"] == "https://***@example.org/corpus.txt?token=***&lang=***"
 
 
-def test_git_tags_when_root_is_a_repository(root):
+def test_git_dirty_means_code_or_params_differ_from_the_commit_not_outputs(root):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]
-    subprocess.run(commit, cwd=root, check=True)
+    (root / "params.yaml").write_text("seq_length: 100\n")
+    (root / "metrics").mkdir()
+    (root / "metrics" / "train.json").write_text("{}")
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=root, check=True)
+    # what running the pipeline changes: outputs, the lock file, the MLflow store
+    (root / "metrics" / "train.json").write_text('{"loss": 1}')
+    (root / "metrics" / "perplexity.json").write_text("{}")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    (root / "data" / "model").mkdir(parents=True)
     tags = client(root).get_run(train(root)).data.tags
     assert len(tags["charrnn.git_commit"]) == 40
-    assert tags["charrnn.git_dirty"] == "true"  # mlruns/ is untracked
+    assert tags["charrnn.git_dirty"] == "false"
+    (root / "params.yaml").write_text("seq_length: 50\n")
+    assert client(root).get_run(train(root)).data.tags["charrnn.git_dirty"] == "true"
 
 
 def test_model_run_resumes_the_training_run(root):
@@ -269,14 +282,14 @@ def test_find_root_walks_up_to_dvc_yaml(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (tmp_path / "stages" / "deep").mkdir(parents=True)
     assert tracking.find_root(tmp_path / "stages" / "deep") == tmp_path
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(tracking.TrackingError):
         tracking.find_root(tmp_path.parent)
 
 
-def test_runs_frame(root):
+def test_runs_table(root):
     train(root, Params.from_dict({"train": {"units": 8}}), model_hash="a")
     train(root, Params.from_dict({"train": {"units": 16}, "vocab": {"min_count": 2}}), model_hash="b")
-    frame = tracking.runs_frame(root)
+    frame = runs.frame(root)
     assert len(frame) == 2
     assert {"run_name", "status", "start_time", "train.units", "vocab.min_count", "loss", "val_loss"} <= set(
         frame.columns
@@ -285,25 +298,65 @@ def test_runs_frame(root):
     assert list(frame["train.units"]) == ["16", "8"]  # newest first when nothing is evaluated
 
 
-def test_runs_frame_sorts_by_held_out_bpc_and_filters_by_experiment(root):
+def test_runs_table_sorts_by_held_out_bpc_and_filters_by_experiment(root):
     def evaluated(units: int, bpc: float | None, experiment: str = EXPERIMENT) -> None:
         params = Params.from_dict({"train": {"units": units}, "tracking": {"experiment": experiment}})
         with tracking.train_run(params, root) as run:
             if bpc is not None:
-                run.log_metrics({"held_out_bpc": bpc, "held_out_loss": bpc * 0.693})
+                run.log_metrics({"held_out_bpc": bpc, "held_out_loss": bpc * 0.693, "copied_frac_20": 0.1})
 
     evaluated(8, 2.5)
     evaluated(16, None)
     evaluated(32, 2.1)
     evaluated(64, 1.9, experiment="other")
-    frame = tracking.runs_frame(root)
+    frame = runs.frame(root)
     assert list(frame["train.units"]) == ["64", "32", "8", "16"]  # best bpc first, unevaluated last
     assert list(frame.columns[:4]) == ["run_name", "experiment", "status", "start_time"]
+    assert list(frame.columns[-3:]) == ["held_out_bpc", "held_out_loss", "copied_frac_20"]
     assert list(frame["experiment"]) == ["other", EXPERIMENT, EXPERIMENT, EXPERIMENT]
-    assert list(tracking.runs_frame(root, EXPERIMENT)["train.units"]) == ["32", "8", "16"]
-    assert tracking.runs_frame(root, "no-such-experiment").empty
+    assert list(runs.frame(root, EXPERIMENT)["train.units"]) == ["32", "8", "16"]
+    assert runs.frame(root, "no-such-experiment").empty
 
 
-def test_runs_frame_without_a_store_is_empty_and_creates_nothing(tmp_path, env):
-    assert tracking.runs_frame(tmp_path).empty
+def test_reading_runs_without_a_store_or_from_an_empty_file_writes_nothing(tmp_path, env):
+    assert runs.frame(tmp_path).empty
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"")
+    assert runs.frame(tmp_path).empty
+    assert (tmp_path / "mlruns" / "mlflow.db").read_bytes() == b""
+
+
+def test_reading_runs_leaves_the_store_byte_identical(root):
+    train(root)
+    db = root / "mlruns" / "mlflow.db"
+    before = db.read_bytes()
+    assert len(runs.frame(root)) == 1
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"this is not a database at all" * 100, "is not a readable MLflow database"),
+    (b"SQLite format 3\x00" + b"\xff" * 5000, "is not a readable MLflow database"),
+])
+def test_a_corrupt_store_is_an_error_not_no_runs(tmp_path, env, content, match):
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").write_bytes(content)
+    with pytest.raises(tracking.TrackingError, match=match):
+        runs.frame(tmp_path)
+    assert (tmp_path / "mlruns" / "mlflow.db").read_bytes() == content
+
+
+def test_a_sqlite_file_that_is_not_a_store_is_an_error(tmp_path, env):
+    import sqlite3
+
+    (tmp_path / "mlruns").mkdir()
+    with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as db:
+        db.execute("CREATE TABLE notes (x)")
+    with pytest.raises(tracking.TrackingError, match="not an MLflow store"):
+        runs.frame(tmp_path)
+
+
+def test_outside_a_project_is_a_clear_error(tmp_path):
+    with pytest.raises(tracking.TrackingError, match="not inside a charrnn project"):
+        tracking.find_root(tmp_path)

@@ -19,8 +19,8 @@ def data(tmp_path):
 
 def fit(data, **overrides):
     records_dir, vocab = data
-    params = TrainParams(**{"embedding_dim": 8, "units": 32, "epochs": 3, "batch_size": 16,
-                            "learning_rate": 0.01, **overrides})
+    params = TrainParams(**{"embedding_dim": 8, "units": 32, "epochs": 3, "batch_size": 16, "learning_rate": 0.01,
+                            "schedule": "constant", "warmup_steps": 0, "random_offset": False, **overrides})
     training.configure(params.seed)
     seen = []
     result = training.train(params, str(records_dir), vocab, on_epoch=lambda e, m: seen.append((e, m)))

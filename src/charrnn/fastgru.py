@@ -107,15 +107,20 @@ def embedded_projection(embeddings, kernel, input_bias, ids):
     return project(embeddings, kernel, input_bias)
 
 
-def step_fn(model):
+def input_table(model):
+    """Layer 1's input projection for every character: embedding @ kernel + input bias, [V, 3U]."""
+    first = model.rnns[0].cell
+    return tf.matmul(model.embedding.embeddings.value, first.kernel.value) + first.bias.value[0]
+
+
+def step_fn(model, table=None):
     """A one-character step for generation: ids [B], states -> logits [B, V], states.
 
     Computes what the Keras cells compute (tests/test_fastgru.py), with the GRU's work per
-    character cut to the recurrent matmul: layer 1's input projection is a row of the table
-    embedding @ kernel + bias (built once, here, from the current weights).
+    character cut to the recurrent matmul: layer 1's input projection is a row of `table`
+    (input_table(model), computed here from the current weights when not given).
     """
-    first = model.rnns[0].cell
-    table = tf.matmul(model.embedding.embeddings.value, first.kernel.value) + first.bias.value[0]
+    table = input_table(model) if table is None else table
 
     def step(ids, states):
         new_states = []

@@ -1,54 +1,151 @@
-"""The text generator: one compiled sampling loop, exported as a self-contained SavedModel.
+"""The text generator: compiled sampling, in chunks or in one call, exported as a SavedModel.
 
-`Generator.generate` is a single tf.function: it splits the prompts into characters, looks them up
-in the vocabulary, runs the RNN one character at a time inside a tf.while_loop (teacher-forcing each
-row through its own prompt, then feeding back its own samples), samples with a temperature and a
-stateless seed, and joins the text. [UNK] is never sampled. The Python `generate` and the exported
-SavedModel run this same function, so a seed gives the same text in both.
+`Generator` is a tf.Module with three graph functions, all exported:
+- `start(prompts)`: look the prompts' characters up in the vocabulary and run every row through
+  all but its last prompt character: the state to generate from, and the character to feed next.
+- `extend(x, state, num_chars, temperature, top_k, top_p, seed, row, position)`: generate
+  `num_chars` more characters for every row, each row with its own sampling settings; returns
+  the new text of each row and where it stands (x, state).
+- `generate(prompts, num_chars, temperature, seed, top_k, top_p)`: start + extend in one call,
+  the prompts followed by their text: what `charrnn generate`, the sample stage and the MLflow
+  pyfunc model run.
+
+Sampling. The next character is drawn from softmax(logits / temperature), [UNK] excluded, cut to
+the `top_k` most likely characters (0: off) and to the nucleus, the smallest set whose
+probability reaches `top_p` (1.0: off); both together keep the smaller set. The draw is an
+inverse-CDF lookup with a uniform number that depends only on (seed, row, position): the row's
+index within its request and the index of the character among those it generated. So a request's
+text never depends on what else shares its batch, on how its generation is cut into chunks, or
+on which of Python, the SavedModel, the MLflow model or the HTTP service runs it. Batches of one
+row are padded to two: a one-row matmul takes another kernel whose rounding differs.
 """
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Iterator
 
 import tensorflow as tf
 from tensorflow.core.protobuf import fingerprint_pb2
 
 from charrnn import files
+from charrnn.errors import CharrnnError
+from charrnn.params import MAX_NUM_CHARS, MAX_PROMPTS, problem
 from charrnn.vocab import UNK_ID, Vocabulary
 
+CHUNK = 1_000  # characters per graph call when generating in chunks (Ctrl-C and memory act in between)
+MIN_ROWS = 2  # see the module docstring
+PROMPT_HINT = ("in the pipeline, set them with -S 'sample.prompts=[\"...\"]', or sample.prompts: [] to draw "
+               "prompts from the held-out text")
 
-class GenerationError(ValueError):
+
+class GenerationError(CharrnnError, ValueError):
     pass
 
 
-def unknown_chars(vocab: Vocabulary, prompts: list[str]) -> list[list[str]]:
-    """For each prompt, the characters the vocabulary lacks (they are fed to the model as [UNK])."""
-    return [vocab.unknown_chars(p) for p in prompts]
-
-
-def validate(vocab: Vocabulary, prompts: list[str], num_chars: int, temperature: float) -> None:
-    if isinstance(prompts, str) or not prompts:
+def check_prompts(vocab: Vocabulary, prompts: list[str]) -> list[str]:
+    """Raise for prompts the model cannot start from; warnings for usable prompts holding
+    characters outside the vocabulary (they are read as [UNK])."""
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise GenerationError("give a non-empty list of prompts, e.g. ['ROMEO:']")
+    if len(prompts) > MAX_PROMPTS:
+        raise GenerationError(f"at most {MAX_PROMPTS} prompts at once, got {len(prompts)}")
+    warnings = []
     for i, prompt in enumerate(prompts):
-        if not prompt:
+        if not isinstance(prompt, str) or not prompt:
             raise GenerationError(f"prompt {i} is empty: give at least one character to start from")
-        if len(vocab.unknown_chars(prompt)) == len(set(prompt)):
-            raise GenerationError(f"prompt {i} ({prompt!r}) has no character of the vocabulary: "
-                                  "start from characters the model was trained on")
-    if not num_chars > 0:
-        raise GenerationError(f"num_chars must be a positive integer, got {num_chars}")
-    if not temperature > 0:
-        raise GenerationError(f"temperature must be > 0 (e.g. 0.8; lower is more conservative), got {temperature}")
+        if problem("sample.prompts", [prompt]):
+            raise GenerationError(f"prompt {i} is not valid Unicode text (a lone surrogate): {prompt!r}")
+        unknown = vocab.unknown_chars(prompt)
+        if len(unknown) == len(set(prompt)):
+            raise GenerationError(f"prompt {i} ({prompt[:40]!r}) has no character of the model's vocabulary: "
+                                  f"start from characters the model was trained on; {PROMPT_HINT}")
+        if unknown:
+            warnings.append(f"prompt {i} ({prompt[:40]!r}) has characters outside the vocabulary, read as "
+                            f"[UNK]: {''.join(unknown)!r}")
+    return warnings
 
 
-def step_fn(model):
-    """The one-character step the sampling loop runs: fastgru's when the model uses the fused
-    GRU (the same function, less work per character), else the Keras cells' (`step`)."""
+def check_settings(num_chars: int, temperature: float, seed: int, top_k: int = 0, top_p: float = 1.0,
+                   max_chars: int = MAX_NUM_CHARS) -> None:
+    """The sampling settings, by the rules of the sample.* params (num_chars up to `max_chars`)."""
+    wrong = [f"{name} {why}" for name, value in (("temperature", temperature), ("seed", seed),
+                                                  ("top_k", top_k), ("top_p", top_p))
+             if (why := problem(f"sample.{name}", value))]
+    if isinstance(num_chars, bool) or not isinstance(num_chars, int) or not 1 <= num_chars <= max_chars:
+        wrong.insert(0, f"num_chars must be an integer from 1 to {max_chars:,}, got {num_chars!r}"
+                        + (" (raise the cap with --max-chars)" if isinstance(num_chars, int) and num_chars > max_chars else ""))
+    if wrong:
+        raise GenerationError("; ".join(wrong))
+
+
+# --- sampling ----------------------------------------------------------------------------------
+
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _splitmix64(x):
+    x = x + tf.constant(_GOLDEN, tf.uint64)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(30, tf.uint64))) * tf.constant(0xBF58476D1CE4E5B9, tf.uint64)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(27, tf.uint64))) * tf.constant(0x94D049BB133111EB, tf.uint64)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(31, tf.uint64)))
+
+
+def uniforms(seed, row, position):
+    """One number in [0, 1) per row, a function of (seed, row, position) only (SplitMix64)."""
+    key = _splitmix64(tf.bitwise.bitwise_xor(_splitmix64(tf.cast(seed, tf.uint64)), tf.cast(row, tf.uint64)))
+    bits = _splitmix64(key + tf.cast(position, tf.uint64) * tf.constant(_GOLDEN, tf.uint64))
+    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64)), tf.float64) * 2.0**-53
+
+
+def probabilities(logits, temperature):
+    """softmax(logits / temperature) per row, [UNK] excluded; temperature [B]."""
+    unk = tf.one_hot(UNK_ID, tf.shape(logits)[1], on_value=float("-inf"), off_value=0.0)
+    masked = logits + unk
+    # Shift by the max first: at a tiny temperature, logits / temperature would overflow.
+    return tf.nn.softmax((masked - tf.reduce_max(masked, axis=1, keepdims=True)) / temperature[:, None])
+
+
+def truncate(probs, top_k, top_p):
+    """Zero every probability outside the top_k (0: all) and outside the nucleus of mass top_p."""
+    vocab = tf.shape(probs)[1]
+    ranked = tf.sort(probs, axis=1, direction="DESCENDING")
+    before = tf.cumsum(ranked, axis=1, exclusive=True)  # the mass of the more likely characters
+    in_nucleus = tf.reduce_sum(tf.cast(before < top_p[:, None], tf.int32), axis=1)
+    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
+    keep = tf.maximum(tf.minimum(k, in_nucleus), 1)
+    threshold = tf.gather(ranked, keep - 1, batch_dims=1)
+    return tf.where(probs >= threshold[:, None], probs, 0.0)
+
+
+def draw(probs, u):
+    """The id whose cumulative probability first exceeds u * total, per row (inverse CDF)."""
+    cdf = tf.cumsum(tf.cast(probs, tf.float64), axis=1)
+    picked = tf.reduce_sum(tf.cast(cdf <= (u * cdf[:, -1])[:, None], tf.int32), axis=1)
+    picked = tf.minimum(picked, tf.shape(probs)[1] - 1)
+    # u * total can round up to the total: then take the most likely character, never a zero one
+    return tf.where(tf.gather(probs, picked, batch_dims=1) > 0, picked, tf.argmax(probs, axis=1, output_type=tf.int32))
+
+
+def sample(logits, temperature, top_k, top_p, u):
+    """One id per row from the truncated, tempered distribution; never [UNK]."""
+    probs = probabilities(logits, temperature)
+    filtering = tf.reduce_any(top_k > 0) | tf.reduce_any(top_p < 1.0)
+    probs = tf.cond(filtering, lambda: truncate(probs, top_k, top_p), lambda: probs)
+    return draw(probs, u)
+
+
+# --- the model, one character at a time ---------------------------------------------------------
+
+
+def step_fn(model, table=None):
+    """The one-character step: fastgru's when the model uses the fused GRU (the same function,
+    less work per character; `table` is its precomputed first-layer projection), else the Keras
+    cells' (`step`)."""
     if model.use_fused(training=False):
         from charrnn import fastgru
 
-        return fastgru.step_fn(model)
+        return fastgru.step_fn(model, table)
     return lambda ids, states: step(model, ids, states)
 
 
@@ -62,98 +159,168 @@ def step(model, ids, states):
     return model.dense(x), new_states
 
 
-def sample(logits, temperature, seed):
-    """Draw one id per row from softmax(logits / temperature), never [UNK]."""
-    unk_mask = tf.one_hot(UNK_ID, tf.shape(logits)[1], on_value=float("-inf"), off_value=0.0)
-    masked = logits + unk_mask
-    # Shift by the max first: at a tiny temperature, logits / temperature would overflow to inf.
-    scaled = (masked - tf.reduce_max(masked, axis=1, keepdims=True)) / temperature
-    return tf.random.stateless_categorical(scaled, 1, seed, dtype=tf.int32)[:, 0]
+def _where_rows(active, new, old):
+    return [[tf.where(active[:, None], n, o) for n, o in zip(ns, os)] for ns, os in zip(new, old)]
 
 
-def sample_ids(model, prompt_ids, lengths, num_chars, temperature, seed, with_logits=False):
-    """Generate `num_chars` ids after each prompt, all rows in one loop.
+def feed_prompts(one_step, initial_states, prompt_ids, lengths):
+    """Run each row through all but its last prompt character (rows of other lengths wait, their
+    state unchanged). prompt_ids [B, P] right-padded, lengths [B] >= 1 -> (x [B], states)."""
+    def body(t, states):
+        _, new_states = one_step(prompt_ids[:, t], states)
+        return t + 1, _where_rows(t < lengths - 1, new_states, states)
 
-    prompt_ids [B, P] int32 (right-padded), lengths [B] int32 (>= 1). Step t feeds row r its
-    prompt character t while t < lengths[r], else the id it sampled at step t - 1; the sample of
-    step t is drawn with the stateless seed (seed, t). Returns ids [B, num_chars], and with
-    `with_logits` also the logits of every step [B, steps, V].
-    """
-    max_len = tf.shape(prompt_ids)[1]
-    steps = max_len - 1 + num_chars
-    seed = tf.cast(seed, tf.int64)
-    one_step = step_fn(model)
+    _, states = tf.while_loop(lambda t, _: t < tf.reduce_max(lengths) - 1, body, (tf.constant(0), initial_states))
+    return tf.gather(prompt_ids, lengths - 1, batch_dims=1), states
 
-    def body(t, x, states, samples, logits_seen):
+
+def sample_ids(one_step, x, states, num_chars, temperature, top_k, top_p, seed, row, position):
+    """Generate num_chars ids per row from (x, states): ids [B, num_chars], x, states.
+    Every setting is per row ([B]); character j of this call is drawn at position + j."""
+    def body(t, x, states, ids):
         logits, states = one_step(x, states)
-        next_id = sample(logits, temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
-        in_prompt = t + 1 < lengths
-        x = tf.where(in_prompt, prompt_ids[:, tf.minimum(t + 1, max_len - 1)], next_id)
-        if with_logits:
-            logits_seen = logits_seen.write(t, logits)
-        return t + 1, x, states, samples.write(t, next_id), logits_seen
+        x = sample(logits, temperature, top_k, top_p, uniforms(seed, row, position + tf.cast(t, tf.int64)))
+        return t + 1, x, states, ids.write(t, x)
 
-    loop_vars = (tf.constant(0), prompt_ids[:, 0], model.initial_states(tf.shape(prompt_ids)[0]),
-                 tf.TensorArray(tf.int32, size=steps), tf.TensorArray(tf.float32, size=steps))
-    _, _, _, samples, logits_seen = tf.while_loop(lambda t, *_: t < steps, body, loop_vars)
-    # Row r's first generated id is the one sampled at step lengths[r] - 1.
-    positions = lengths[:, None] - 1 + tf.range(num_chars)[None, :]
-    ids = tf.gather(tf.transpose(samples.stack()), positions, batch_dims=1)
-    if with_logits:
-        return ids, tf.transpose(logits_seen.stack(), [1, 0, 2])
-    return ids
+    loop_vars = (tf.constant(0), x, states, tf.TensorArray(tf.int32, size=num_chars))
+    _, x, states, ids = tf.while_loop(lambda t, *_: t < num_chars, body, loop_vars)
+    ids = tf.cond(num_chars > 0, lambda: tf.transpose(ids.stack()), lambda: tf.zeros([tf.shape(x)[0], 0], tf.int32))
+    return ids, x, states
+
+
+def _pad_rows(*tensors):
+    """Rows repeated up to MIN_ROWS (see the module docstring); the caller keeps the first B."""
+    pad = tf.maximum(MIN_ROWS - tf.shape(tensors[0])[0], 0)
+    return [tf.concat([t, tf.repeat(t[:1], pad, axis=0)], axis=0) for t in tensors]
 
 
 class Generator(tf.Module):
-    """A CharRNN and its vocabulary, with one exportable `generate` graph."""
+    """A CharRNN and its vocabulary, with the exportable graphs start, extend and generate."""
 
     def __init__(self, model, vocab: Vocabulary):
         super().__init__(name="generator")
         # Track only the weights, not the Keras objects: the SavedModel then holds just this
-        # module's graph, with no Keras layers, configs or extra traced model calls.
+        # module's graphs, with no Keras layers, configs or extra traced model calls.
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "vocab", vocab)
         self.weights = [w.value for w in model.weights]  # the underlying tf.Variables
+        self.table = None
+        if model.use_fused(training=False):
+            from charrnn import fastgru
+
+            self.table = tf.Variable(fastgru.input_table(model), trainable=False, name="input_table")
         chars = tf.constant(vocab.chars, tf.string)
         self.char_to_id = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(chars, tf.range(1, vocab.size, dtype=tf.int32)),
             default_value=UNK_ID)
         self.id_to_char = tf.constant(vocab.id_to_char, tf.string)
+        self.state_sizes = [model.config.units] * (len(model.rnns) * (1 if model.config.cell == "gru" else 2))
+
+    def _pack(self, states):
+        return tf.concat([s for layer in states for s in layer], axis=1)
+
+    def _unpack(self, state):
+        flat = tf.split(state, self.state_sizes, axis=1)
+        per_layer = len(flat) // len(self.model.rnns)
+        return [flat[i:i + per_layer] for i in range(0, len(flat), per_layer)]
+
+    def _one_step(self):
+        return step_fn(self.model, None if self.table is None else self.table.value())
+
+    def _start(self, prompts):
+        chars = tf.strings.unicode_split(prompts, "UTF-8")
+        ids = tf.ragged.map_flat_values(self.char_to_id.lookup, chars)
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        with tf.control_dependencies([
+                tf.debugging.assert_positive(tf.size(prompts), message="no prompts given"),
+                tf.debugging.assert_positive(lengths, message="every prompt needs at least one character")]):
+            prompt_ids, lengths = _pad_rows(ids.to_tensor(UNK_ID), lengths)
+        x, states = feed_prompts(self._one_step(), self.model.initial_states(tf.shape(lengths)[0]), prompt_ids, lengths)
+        return x, self._pack(states)
+
+    def _extend(self, x, state, num_chars, temperature, top_k, top_p, seed, row, position):
+        rows = tf.shape(x)[0]
+        with tf.control_dependencies([
+                tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0"),
+                tf.debugging.assert_positive(temperature, message="temperature must be > 0"),
+                tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0"),
+                tf.debugging.assert_positive(top_p, message="top_p must be > 0 and <= 1"),
+                tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be > 0 and <= 1")]):
+            x, state, temperature, top_k, top_p, seed, row, position = _pad_rows(
+                x, state, temperature, top_k, top_p, seed, row, position)
+        ids, x, states = sample_ids(self._one_step(), x, self._unpack(state), num_chars, temperature, top_k, top_p,
+                                    seed, row, position)
+        text = tf.strings.reduce_join(tf.gather(self.id_to_char, ids[:rows]), axis=1)
+        return text, x[:rows], self._pack(states)[:rows]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts")])
+    def start(self, prompts):
+        """The state after all but the last character of each prompt, and that last character."""
+        return self._start(prompts)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="x"),
+                                  tf.TensorSpec([None, None], tf.float32, name="state"),
+                                  tf.TensorSpec([], tf.int32, name="num_chars"),
+                                  tf.TensorSpec([None], tf.float32, name="temperature"),
+                                  tf.TensorSpec([None], tf.int32, name="top_k"),
+                                  tf.TensorSpec([None], tf.float32, name="top_p"),
+                                  tf.TensorSpec([None], tf.int64, name="seed"),
+                                  tf.TensorSpec([None], tf.int64, name="row"),
+                                  tf.TensorSpec([None], tf.int64, name="position")])
+    def extend(self, x, state, num_chars, temperature, top_k, top_p, seed, row, position):
+        """num_chars more characters per row: (text [B], x, state)."""
+        return self._extend(x, state, num_chars, temperature, top_k, top_p, seed, row, position)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts"),
                                   tf.TensorSpec([], tf.int32, name="num_chars"),
                                   tf.TensorSpec([], tf.float32, name="temperature"),
-                                  tf.TensorSpec([], tf.int64, name="seed")])
-    def generate(self, prompts, num_chars, temperature, seed):
-        """Each prompt (as given) followed by `num_chars` generated characters."""
-        chars = tf.strings.unicode_split(prompts, "UTF-8")
-        ids = tf.ragged.map_flat_values(self.char_to_id.lookup, chars)
-        lengths = tf.cast(ids.row_lengths(), tf.int32)
-        checks = [
-            tf.debugging.assert_positive(tf.size(prompts), message="no prompts given"),
-            tf.debugging.assert_positive(lengths, message="every prompt needs at least one character"),
-            tf.debugging.assert_positive(num_chars, message="num_chars must be > 0"),
-            tf.debugging.assert_positive(temperature, message="temperature must be > 0"),
-        ]
-        with tf.control_dependencies(checks):
-            new_ids = sample_ids(self.model, ids.to_tensor(UNK_ID), lengths, num_chars, temperature, seed)
-        return prompts + tf.strings.reduce_join(tf.gather(self.id_to_char, new_ids), axis=1)
+                                  tf.TensorSpec([], tf.int64, name="seed"),
+                                  tf.TensorSpec([], tf.int32, name="top_k"),
+                                  tf.TensorSpec([], tf.float32, name="top_p")])
+    def generate(self, prompts, num_chars, temperature, seed, top_k, top_p):
+        """Each prompt (as given) followed by `num_chars` generated characters; row i of the
+        batch samples as row i (seed, i, position)."""
+        with tf.control_dependencies([tf.debugging.assert_positive(num_chars, message="num_chars must be > 0")]):
+            x, state = self._start(prompts)
+            rows = tf.shape(x)[0]
+            fill = tf.ones([rows], tf.int64)
+            text, _, _ = self._extend(x, state, num_chars, tf.fill([rows], temperature), tf.fill([rows], top_k),
+                                      tf.fill([rows], top_p), seed * fill, tf.range(tf.cast(rows, tf.int64)), 0 * fill)
+        return prompts + text
 
-    def generate_text(self, prompts: list[str], num_chars: int, temperature: float, seed: int) -> list[str]:
-        validate(self.vocab, prompts, num_chars, temperature)
-        out = self.generate(tf.constant(prompts, tf.string), tf.constant(num_chars, tf.int32),
-                            tf.constant(temperature, tf.float32), tf.constant(seed, tf.int64))
-        return [s.decode("utf-8") for s in out.numpy()]
+    def stream(self, prompts: list[str], num_chars: int, temperature: float, seed: int, top_k: int = 0,
+               top_p: float = 1.0, chunk: int = CHUNK, max_chars: int = MAX_NUM_CHARS) -> Iterator[list[str]]:
+        """The generated text in pieces of up to `chunk` characters per row (prompts excluded),
+        the same text `generate` gives in one piece."""
+        check_prompts(self.vocab, prompts)
+        check_settings(num_chars, temperature, seed, top_k, top_p, max_chars)
+        x, state = self.start(tf.constant(prompts, tf.string))
+        rows = len(prompts)
+        settings = (tf.fill([rows], float(temperature)), tf.fill([rows], min(top_k, self.vocab.size)),
+                    tf.fill([rows], float(top_p)), tf.fill([rows], tf.constant(seed, tf.int64)),
+                    tf.range(rows, dtype=tf.int64))
+        for position in range(0, num_chars, chunk):
+            n = min(chunk, num_chars - position)
+            text, x, state = self.extend(x, state, tf.constant(n), *settings, tf.fill([rows], tf.constant(position, tf.int64)))
+            yield [t.decode("utf-8") for t in text.numpy()]
+
+    def generate_text(self, prompts: list[str], num_chars: int, temperature: float, seed: int, top_k: int = 0,
+                      top_p: float = 1.0, max_chars: int = MAX_NUM_CHARS) -> list[str]:
+        """Each prompt followed by its generated text."""
+        texts = list(prompts)
+        for pieces in self.stream(prompts, num_chars, temperature, seed, top_k, top_p, max_chars=max_chars):
+            texts = [t + p for t, p in zip(texts, pieces)]
+        return texts
 
 
 def generate(model, vocab: Vocabulary, prompts: list[str], num_chars: int, temperature: float,
-             seed: int) -> list[str]:
+             seed: int, top_k: int = 0, top_p: float = 1.0) -> list[str]:
     """Generate after each prompt. For many calls, build one Generator and reuse it (no retracing)."""
-    return Generator(model, vocab).generate_text(prompts, num_chars, temperature, seed)
+    return Generator(model, vocab).generate_text(prompts, num_chars, temperature, seed, top_k, top_p)
 
 
 def export(generator: Generator, path: str | Path) -> None:
-    """Write `generator` as a SavedModel that `tf.saved_model.load(path).generate(...)` runs alone."""
+    """Write `generator` as a SavedModel that `tf.saved_model.load(path)` runs alone."""
     with files.atomic_path(path) as tmp:
         tf.saved_model.save(generator, str(tmp), signatures={"serving_default": generator.generate})
         _derive_fingerprint_uuid(tmp / "fingerprint.pb")

@@ -1,43 +1,20 @@
 """The network: Embedding -> RNN layer(s) (GRU or LSTM) -> Dense logits, with state in and out.
 
-A model on disk is a self-contained directory: config.json (architecture + the fingerprint of the
-vocabulary it was trained with), model.weights.h5 and vocab.json. Loading rebuilds the architecture from our own config and
-reads weights only, so no code or pickled object is ever deserialized.
+A model on disk is a self-contained directory (charrnn.modeldir): config.json (architecture + the
+fingerprint of the vocabulary it was trained with), model.weights.h5 and vocab.json. Loading
+rebuilds the architecture from our own config and reads weights only, so no code or pickled
+object is ever deserialized.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 
-from charrnn import fastgru, files
-
-CONFIG = "config.json"
-WEIGHTS = "model.weights.h5"
-VOCAB = "vocab.json"
-
-
-class ModelError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int
-    embedding_dim: int
-    units: int
-    layers: int = 1
-    cell: str = "gru"
-    dropout: float = 0.0
-    vocab_fingerprint: str = ""
-
-    @classmethod
-    def from_params(cls, train, vocab) -> "ModelConfig":
-        return cls(vocab_size=vocab.size, embedding_dim=train.embedding_dim, units=train.units,
-                   layers=train.layers, cell=train.cell, dropout=train.dropout,
-                   vocab_fingerprint=vocab.fingerprint)
+from charrnn import fastgru, files, modeldir
+from charrnn.modeldir import CONFIG, VOCAB, WEIGHTS, ModelConfig, ModelError  # noqa: F401  (re-exported)
+from charrnn.vocab import Vocabulary
 
 
 class CharRNN(keras.Model):
@@ -125,29 +102,13 @@ def save(model: CharRNN, vocab, path: str | Path) -> None:
         vocab.save(tmp / VOCAB)
 
 
-def load_vocab(path: str | Path):
-    from charrnn.vocab import Vocabulary
-
-    return Vocabulary.load(Path(path) / VOCAB)
-
-
-def load(path: str | Path, vocab=None) -> CharRNN:
-    """Rebuild a saved model; check its vocabulary (by default the copy saved beside it) matches."""
-    path = Path(path)
-    if vocab is None and (path / VOCAB).exists():
-        vocab = load_vocab(path)
+def load(path: str | Path) -> tuple[CharRNN, Vocabulary]:
+    """A saved model and its vocabulary, rebuilt from config.json and model.weights.h5 after
+    charrnn.modeldir has checked that the three files belong together."""
+    saved = modeldir.read(path)
+    model = build(saved.config)
     try:
-        config = ModelConfig(**json.loads((path / CONFIG).read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no trained model here (expected {CONFIG} and {WEIGHTS}; run `dvc repro train`)") from None
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path / CONFIG}: not a charrnn model config ({e})") from None
-    if vocab is not None and config.vocab_fingerprint != vocab.fingerprint:
-        raise ModelError(
-            f"{path} was trained with a different vocabulary than the one given "
-            f"(fingerprint {config.vocab_fingerprint[:12]} vs {vocab.fingerprint[:12]}): "
-            "rebuild the model with `dvc repro`, or pass the vocabulary it was trained with"
-        )
-    model = build(config)
-    model.load_weights(path / WEIGHTS)
-    return model
+        model.load_weights(saved.path / WEIGHTS)
+    except (OSError, ValueError, KeyError) as e:  # a file h5py opened but Keras cannot read
+        raise ModelError(f"{saved.path / WEIGHTS}: cannot be loaded ({e}); run `dvc repro train`") from None
+    return model, saved.vocab

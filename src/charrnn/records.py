@@ -19,12 +19,13 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from charrnn import files, tfrecord
+from charrnn.errors import CharrnnError
 from charrnn.vocab import Vocabulary, read_chunks
 
 META = "meta.json"
 
 
-class RecordsError(ValueError):
+class RecordsError(CharrnnError, ValueError):
     pass
 
 
@@ -50,8 +51,8 @@ def check_long_enough(n_chars: int, val_fraction: float, seq_length: int) -> Non
         )
 
 
-def iter_ids(path: str | Path, vocab: Vocabulary, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-    """Ids of corpus characters [start, stop), chunk by chunk."""
+def iter_text(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[str]:
+    """The corpus's characters [start, stop), chunk by chunk."""
     pos = 0
     for chunk in read_chunks(path):
         lo, hi = pos, pos + len(chunk)
@@ -60,9 +61,41 @@ def iter_ids(path: str | Path, vocab: Vocabulary, start: int = 0, stop: int | No
             continue
         if stop is not None and lo >= stop:
             break
-        a = max(start - lo, 0)
-        b = len(chunk) if stop is None else min(stop - lo, len(chunk))
-        yield vocab.encode(chunk[a:b])
+        yield chunk[max(start - lo, 0):len(chunk) if stop is None else min(stop - lo, len(chunk))]
+
+
+@dataclass(frozen=True)
+class TextSpan:
+    """Characters [start, stop) of a corpus file, re-readable: each iteration streams them anew."""
+    path: Path
+    start: int = 0
+    stop: int | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter_text(self.path, self.start, self.stop)
+
+
+def iter_ids(path: str | Path, vocab: Vocabulary, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Ids of corpus characters [start, stop), chunk by chunk."""
+    for text in iter_text(path, start, stop):
+        yield vocab.encode(text)
+
+
+def held_out_prompts(path: str | Path, val_fraction: float, count: int = 3, max_chars: int = 40) -> list[str]:
+    """`count` prompts from the held-out text, whatever the corpus's language: at evenly spaced
+    places, the first line after that place that holds something, up to `max_chars` of it."""
+    n = count_corpus_chars(path)
+    split = split_point(n, val_fraction)
+    prompts = []
+    for i in range(count):
+        start = split + (n - split) * i // count
+        window = "".join(iter_text(path, start, start + 4096))
+        if "\n" in window:  # from the next line on: a prompt starts where a line does
+            window = window[window.find("\n") + 1:]
+        line = next((line for line in window.split("\n") if line.strip()), "")
+        if line:
+            prompts.append(line[:max_chars])
+    return prompts
 
 
 def iter_windows(id_chunks: Iterable[np.ndarray], seq_length: int) -> Iterator[np.ndarray]:

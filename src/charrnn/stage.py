@@ -1,17 +1,30 @@
-"""Run a stage's main() with clean errors: `error: <message>` and exit 1, no traceback.
+"""How a stage or a `charrnn` command ends: one `error:` line and exit 1, no traceback, for
+every problem the user can act on; 130 / 143 for Ctrl-C / SIGTERM.
 
-Known errors are the project's own (any exception class named *Error defined in a `charrnn`
-module, e.g. CorpusError, ParamsError); anything else is a bug and keeps its traceback.
-Ctrl-C (SIGINT) and SIGTERM unwind the stack like an error, so every temporary output is
-removed on the way out, then print one line and exit 130 / 143. SIGKILL cannot be caught:
-there, the temp-file-and-rename writes (charrnn.files) are what keep outputs whole.
+- The project's errors (charrnn.errors.CharrnnError) and the environment's (OSError: a missing
+  or unreadable file, a full disk, a read-only directory) print as `error: <message>`.
+- Anything else is a bug: its traceback is printed (masked, like every message) and the exit
+  status is 1.
+- Ctrl-C (SIGINT) and SIGTERM unwind the stack like an error, so every temporary output is
+  removed on the way out, then print one line. SIGKILL cannot be caught: there, the
+  temp-file-and-rename writes (charrnn.files) are what keep outputs whole.
+
+`install()` sets this up for the whole process, from its first lines (stages/_bootstrap.py, the
+CLI), so that even a Ctrl-C during start-up, before `run_stage()`, ends the same way.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
 from typing import Callable
+
+from charrnn.errors import CharrnnError
+from charrnn.quiet import quiet_tensorflow
+from charrnn.redact import format_exception, mask_log_records, redact
+
+INTERRUPTED = "interrupted ({how}); outputs left as they were, run `dvc repro` again to continue"
 
 
 class Terminated(KeyboardInterrupt):
@@ -22,25 +35,57 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+def install(interrupted_message: str = INTERRUPTED) -> None:
+    """Handlers for the whole process: SIGTERM as Ctrl-C, an uncaught exception (even one raised
+    while modules are still being imported) ends as run_stage() would end it, every log line and
+    message masked, TensorFlow's C++ start-up lines hidden."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+    sys.excepthook = lambda kind, e, tb: _exit_for(e, interrupted_message)
+    mask_log_records()
+    quiet_tensorflow()
+
+
+def run_stage(main: Callable[[], None], interrupted_message: str = INTERRUPTED) -> None:
+    install(interrupted_message)
     try:
         main()
-    except KeyboardInterrupt as e:
-        terminated = isinstance(e, Terminated)
-        print(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}); outputs left as they were, "
-              "run `dvc repro` again to continue", file=sys.stderr)
-        sys.exit(143 if terminated else 130)
-    except Exception as e:
-        if not is_project_error(e):
+    except BaseException as e:  # noqa: BLE001 - every way out goes through _exit_for
+        if isinstance(e, SystemExit):
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _exit_for(e, interrupted_message)
+
+
+
+def _exit_for(e: BaseException, interrupted_message: str) -> None:
+    if isinstance(e, KeyboardInterrupt):
+        how = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+        _leave(interrupted_message.format(how=how), 143 if isinstance(e, Terminated) else 130)
+    elif is_project_error(e) or isinstance(e, OSError):
+        _leave(f"error: {describe(e)}", 1)
+    else:
+        _leave(format_exception(e).rstrip("\n") + "\nerror: this is a bug in charrnn; please report it", 1)
+
+
+def _leave(message: str, status: int) -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):  # stdout itself may be what failed (a full disk, a closed pipe)
+        pass
+    print(message, file=sys.stderr, flush=True)
+    os._exit(status)  # no second traceback from atexit handlers or half-torn-down threads
 
 
 def is_project_error(e: BaseException) -> bool:
-    return any(
-        cls.__name__.endswith("Error") and cls.__module__.split(".")[0] == "charrnn"
-        for cls in type(e).__mro__
-    )
+    return isinstance(e, CharrnnError)
+
+
+def describe(e: BaseException) -> str:
+    """One masked line for a project or environment error."""
+    if isinstance(e, OSError) and not is_project_error(e):
+        where = f"{e.filename}: " if e.filename else ""
+        reason = e.strerror or str(e) or type(e).__name__
+        hint = {errno.ENOSPC: "; free some space and run again", errno.EDQUOT: "; free some space and run again",
+                errno.EROFS: "; the file system is read-only", errno.EACCES: "; check the file's permissions",
+                errno.EPIPE: ""}.get(e.errno, "")
+        return redact(f"{where}{reason}{hint}")
+    return redact(str(e))

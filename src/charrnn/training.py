@@ -19,12 +19,15 @@ import pandas as pd
 import tensorflow as tf
 
 from charrnn import checkpoint, distribute, files, recipe, records
+from charrnn import history as history_lib
 from charrnn import model as model_lib
+from charrnn.errors import CharrnnError
+from charrnn.modeldir import ModelConfig
 from charrnn.params import TrainParams
 from charrnn.vocab import Vocabulary
 
 
-class TrainingError(RuntimeError):
+class TrainingError(CharrnnError, RuntimeError):
     pass
 
 
@@ -111,7 +114,7 @@ def build_model(params: TrainParams, vocab: Vocabulary, total_steps: int = 1) ->
     """The compiled model `train` fits (bench/ times this same model); `total_steps` sizes the
     learning-rate schedule. On a CPU its GRU runs fastgru's fused loop (train.rnn_impl); mixed
     precision applies on a GPU only."""
-    model = model_lib.build(model_lib.ModelConfig.from_params(params, vocab), rnn_impl=params.rnn_impl,
+    model = model_lib.build(ModelConfig.from_params(params, vocab), rnn_impl=params.rnn_impl,
                             policy=model_lib.policy(params.mixed_precision))
     model.compile(  # under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer
         optimizer=recipe.optimizer(params, total_steps),
@@ -131,6 +134,10 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
     strategy = distribute.strategy(params.distribute)  # first: before the datasets' ops
     if strategy.num_replicas_in_sync > 1:
         print(f"training on {distribute.describe(strategy)}", flush=True)
+    if records.window_count(meta, "train", params.random_offset) < 1:
+        raise TrainingError(f"the training text makes only {meta.train_windows} window(s) of {meta.seq_length + 1} "
+                            "characters; train.random_offset needs at least two per shard: set "
+                            "train.random_offset: false, lower seq_length, or give more text")
     steps_per_epoch = records.batches_per_epoch(records_dir, "train", params.batch_size, params.random_offset)
     with strategy.scope():
         model = build_model(params, vocab, total_steps=steps_per_epoch * params.epochs)
@@ -160,7 +167,7 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
             callbacks=[ReseedEachEpoch(params.seed), StopOnNaN(), report, checkpoints],
             verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
         )
-    history = pd.DataFrame(checkpoints.rows, columns=["epoch", "loss", "val_loss"])
+    history = pd.DataFrame(checkpoints.rows, columns=history_lib.LOSSES)
     kept = checkpoints.model_epoch
     summary = {
         "epochs": int(len(history)),
@@ -171,7 +178,7 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
         "parameters": int(model.count_params()),
         "train_chars_per_epoch": meta.train_windows * meta.seq_length,
     }
-    return Result(model, history, pd.DataFrame(report.rows, columns=["epoch", "seconds", "chars_per_sec"]),
+    return Result(model, history, pd.DataFrame(report.rows, columns=history_lib.THROUGHPUT),
                   summary, checkpoints)
 
 

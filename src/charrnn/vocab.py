@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 
 from charrnn import files
+from charrnn.errors import CharrnnError
 
 UNK = "[UNK]"
 UNK_ID = 0
@@ -21,7 +22,7 @@ _MAX_CODE_POINT = 0x110000
 CHUNK_CHARS = 1 << 22  # characters per chunk when streaming a corpus
 
 
-class VocabError(ValueError):
+class VocabError(CharrnnError, ValueError):
     pass
 
 
@@ -29,9 +30,9 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def read_chunks(path: str | Path, chunk_chars: int = CHUNK_CHARS) -> Iterable[str]:
+def read_chunks(path: str | Path, chunk_chars: int | None = None) -> Iterable[str]:
     with open(path, encoding="utf-8", newline="") as f:
-        while chunk := f.read(chunk_chars):
+        while chunk := f.read(chunk_chars or CHUNK_CHARS):
             yield chunk
 
 
@@ -49,6 +50,11 @@ class Vocabulary:
     counts: tuple[int, ...]  # corpus count of each kept character
 
     def __post_init__(self):
+        if not all(isinstance(c, str) and len(c) == 1 and not 0xD800 <= ord(c) <= 0xDFFF for c in self.chars):
+            raise VocabError("vocabulary entries must be single characters (no lone surrogates)")
+        if len(self.counts) != len(self.chars) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in self.counts):
+            raise VocabError("vocabulary counts must be one non-negative integer per character")
         cps = np.array([ord(c) for c in self.chars], dtype=np.uint32)
         if len(cps) and np.any(np.diff(cps.astype(np.int64)) <= 0):
             raise VocabError("vocabulary characters must be distinct and sorted by code point")
@@ -114,12 +120,18 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
+        """Read a vocabulary file; anything but a well-formed one is a VocabError."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("chars"), list) \
+                    or not isinstance(data.get("counts"), list):
+                raise VocabError("expected an object with the lists 'chars' and 'counts'")
             return cls(tuple(data["chars"]), tuple(data["counts"]))
         except FileNotFoundError:
             raise VocabError(f"{path}: vocabulary not found (run `dvc repro build_vocab`)") from None
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
+        except IsADirectoryError:
+            raise VocabError(f"{path}: is a directory, not a vocabulary file") from None
+        except (VocabError, UnicodeDecodeError, ValueError) as e:  # json's errors are ValueErrors
             raise VocabError(f"{path}: not a charrnn vocabulary ({e})") from None
 
     @property
