@@ -1,4 +1,8 @@
-"""Shared by the benchmarks: the text, the machine, timing and the table."""
+"""Shared by the benchmarks: the text, the machine, timing and the table.
+
+Every benchmark imports this module first. charrnn is imported the one way the project has:
+installed (editable) in the venv by `make install`; run benchmarks with `.venv/bin/python bench/<name>.py`.
+"""
 from __future__ import annotations
 
 import datetime
@@ -9,6 +13,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from charrnn.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before anything imports TensorFlow
+os.environ.setdefault("CHARRNN_TRACKING", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"

@@ -30,7 +30,7 @@ def write_corpus(path: Path, mb: int) -> int:
 
 def run_stage(name: str, cwd: Path) -> tuple[float, int]:
     """(seconds, peak RSS bytes) of one stage script run in cwd."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CHARRNN_TRACKING": "0", "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "CHARRNN_TRACKING": "0"}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -3,7 +3,7 @@ while loop that does nothing but the same per-character matmuls ([64, 1024] x [1
 the [1024, 66] logits), alternating, so the share of time the sampling loop spends beyond the
 matmuls is visible:
 
-    PYTHONPATH=src .venv/bin/python bench/profile_generate.py [--prompts 64] [--rounds 3]
+    .venv/bin/python bench/profile_generate.py [--prompts 64] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import common  # noqa: E402
 

@@ -4,7 +4,7 @@ Prints the FLOPs of one step, the step time and achieved GFLOP/s of the referenc
 and of charrnn's fused GRU, and what these cores reach on the step's matmul shapes alone, so
 the gap to the hardware limit is visible:
 
-    PYTHONPATH=src .venv/bin/python bench/profile_train.py [--units 1024]
+    .venv/bin/python bench/profile_train.py [--units 1024]
 """
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import numpy as np  # noqa: E402
 

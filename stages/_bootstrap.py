@@ -7,8 +7,29 @@ checkout's src/ first on sys.path so a temporary copy runs its own code, not the
 Then charrnn.stage.install() makes even a Ctrl-C during the stage's imports end cleanly.
 """
 import os
+import signal
 import sys
-from pathlib import Path
+
+
+def _early_exit(kind, e, tb):
+    """Until charrnn.stage.install() below takes over: a Ctrl-C or SIGTERM while starting ends
+    quietly with 130 / 143, as it would later."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted while starting", file=sys.stderr, flush=True)
+        os._exit(143 if getattr(e, "sigterm", False) else 130)
+    sys.__excepthook__(kind, e, tb)
+
+
+def _early_sigterm(signum, frame):
+    e = KeyboardInterrupt()
+    e.sigterm = True
+    raise e
+
+
+sys.excepthook = _early_exit
+signal.signal(signal.SIGTERM, _early_sigterm)
+
+from pathlib import Path  # noqa: E402
 
 _root = Path(__file__).resolve().parent.parent
 
@@ -39,9 +60,6 @@ try:
     if _python is not None and not _in(_python) and not os.environ.get("CHARRNN_BOOTSTRAPPED"):
         os.environ["CHARRNN_BOOTSTRAPPED"] = "1"  # never loop
         os.execv(str(_python), [str(_python), *sys.argv])
-except KeyboardInterrupt:
-    print("interrupted (Ctrl-C) while starting", file=sys.stderr)
-    sys.exit(130)
 except OSError as e:
     print(f"error: cannot run {_python}: {e.strerror}", file=sys.stderr)
     sys.exit(1)

@@ -1,6 +1,28 @@
 import os
 
-# Quiet TensorFlow's C++ logging and keep tests on the CPU, before anything imports it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from charrnn.quiet import quiet_tensorflow
+
+# TensorFlow without its C++ log lines, on the CPU, before anything imports it; the stages and
+# commands the tests start inherit the same environment.
+quiet_tensorflow()
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("CHARRNN_TRACKING", "0")  # tests that want MLflow turn it on explicitly
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def make_records(tmp_path):
+    """A corpus -> vocabulary -> records factory: make_records(text, seq_length=20,
+    val_fraction=0.1) writes tmp_path/corpus.txt and tmp_path/rec, and returns (records dir, vocab)."""
+    from charrnn import records
+    from charrnn.vocab import Vocabulary, count_chars
+
+    def make(text: str, seq_length: int = 20, val_fraction: float = 0.1):
+        (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+        vocab = Vocabulary.from_counts(count_chars([text]))
+        records.write_records(tmp_path / "corpus.txt", vocab, tmp_path / "rec", seq_length=seq_length,
+                              val_fraction=val_fraction)
+        return tmp_path / "rec", vocab
+
+    return make

@@ -2,20 +2,16 @@
 import numpy as np
 import pytest
 
-from charrnn import records, training
+from charrnn import training
 from charrnn.checkpoint import STATE
 from charrnn.params import TrainParams
-from charrnn.vocab import Vocabulary, count_chars
 
 TEXT = "to be or not to be, that is the question.\n" * 60 + "whether 'tis nobler in the mind to suffer\n" * 60
 
 
 @pytest.fixture
-def data(tmp_path):
-    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    vocab = Vocabulary.from_counts(count_chars([TEXT]))
-    records.write_records(tmp_path / "corpus.txt", vocab, tmp_path / "rec", seq_length=20, val_fraction=0.1)
-    return tmp_path / "rec", vocab
+def data(make_records):
+    return make_records(TEXT)
 
 
 PARAMS = TrainParams(embedding_dim=8, units=24, epochs=3, batch_size=16, learning_rate=0.01, dropout=0.1,

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def kill_group(proc: subprocess.Popen, sig: int) -> str:
-    os.killpg(proc.pid, sig)
+def kill_group(proc: subprocess.Popen, sig: int, already_sent: bool = False) -> str:
+    if not already_sent:
+        os.killpg(proc.pid, sig)
     out, _ = proc.communicate(timeout=120)
     if sig != signal.SIGKILL:  # let the stage finish unwinding before anyone looks
         deadline = time.monotonic() + 30
@@ -92,8 +94,12 @@ def assert_same_outputs(project, reference) -> None:
 def test_killed_training_resumes_and_ends_with_the_same_model(victim, reference, sig):
     proc = start(victim, "repro", "-f", "-s", "train")
     wait_for_epoch(victim, 1, proc)
-    time.sleep(1.0)  # into epoch 2
-    out = kill_group(proc, sig)
+    os.killpg(proc.pid, signal.SIGSTOP)  # frozen after epoch 1: the kill surely hits a training at work
+    assert stage_process(proc.pid, "train") is not None
+    assert json.loads((victim.root / BACKUP_STATE).read_text())["epoch"] < SLOWER["train"]["epochs"]
+    os.killpg(proc.pid, sig)
+    os.killpg(proc.pid, signal.SIGCONT)  # let it take the signal (SIGKILL needs no help)
+    out = kill_group(proc, sig, already_sent=True)
     if sig == signal.SIGINT:
         assert "interrupted (Ctrl-C)" in out and "Traceback" not in out
     if sig == signal.SIGTERM:
@@ -111,21 +117,109 @@ def test_killed_training_resumes_and_ends_with_the_same_model(victim, reference,
     assert_same_outputs(victim, reference)
 
 
-def test_each_stage_killed_at_a_random_point_leaves_nothing_dvc_would_accept(victim, reference):
+def stage_process(pgid: int, stage: str) -> int | None:
+    """The pid of the process of the group running stages/<stage>.py, if any."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.getpgid(int(proc.name)) == pgid and \
+                    f"stages/{stage}.py" in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                return int(proc.name)
+        except (OSError, ProcessLookupError):
+            continue
+    return None
+
+
+def kill_while_at_work(project, stage: str, rng: random.Random) -> None:
+    """Run `dvc repro -f -s <stage>`, wait until the stage's own process runs, let it work a
+    random moment, freeze the whole group, check the stage is still there, and SIGKILL it: a
+    kill that provably hit the stage at work. Retried (shorter waits) if the stage was quicker."""
+    for attempt in range(8):
+        proc = start(project, "repro", "-f", "-s", stage)
+        deadline = time.monotonic() + 120
+        while (pid := stage_process(proc.pid, stage)) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, f"{stage} never started"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.0) / (attempt + 1))
+        os.killpg(proc.pid, signal.SIGSTOP)
+        hit = stage_process(proc.pid, stage) == pid
+        kill_group(proc, signal.SIGKILL)
+        if hit:
+            return
+        project.dvc("repro")  # it finished first: put everything right and try again
+    raise AssertionError(f"{stage} finished before every kill")
+
+
+def test_each_stage_killed_while_at_work_leaves_nothing_dvc_would_accept(victim, reference):
     rng = random.Random(20261122)
     for stage in STAGES:
-        proc = start(victim, "repro", "-f", "-s", stage)
-        time.sleep(rng.uniform(0.5, 6.0))
-        if proc.poll() is None:
-            kill_group(proc, signal.SIGKILL)
-            status = victim.dvc("status").stdout
-            assert "up to date" not in status, f"{stage}: a killed stage must not look finished"
+        kill_while_at_work(victim, stage, rng)
+        if "up to date" in victim.dvc("status").stdout:
+            # killed after its outputs were complete and in place (while printing or exiting):
+            # what DVC takes for valid must then be exactly what an uninterrupted run makes
+            assert_same_outputs(victim, reference)
         victim.dvc("repro")  # puts everything right again, identical to the reference
         assert_same_outputs(victim, reference)
         # A SIGKILL can leave a temporary behind; never inside an output, only as a hidden
         # sibling that the stage removes the next time it runs.
         for leftover in [*victim.root.glob("data/**/*.tmp"), *victim.root.glob("metrics/**/*.tmp")]:
             assert leftover.name.startswith(".") and leftover.parent.name in ("data", "metrics"), leftover
+
+
+def run_stage_and_signal(project, stage: str, sig: int, after: float) -> subprocess.CompletedProcess:
+    env = {**project.env, "CHARRNN_TRACKING": "0"}
+    proc = subprocess.Popen([str(Path(sys.prefix) / "bin" / "python"), f"stages/{stage}.py"], cwd=project.root, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_as_in_a_terminal)
+    time.sleep(after)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out)
+
+
+@pytest.mark.parametrize("after", [0.02, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])
+def test_ctrl_c_at_any_moment_of_start_up_ends_cleanly(victim, after):
+    """From interpreter start through the imports (TensorFlow's included) into the work."""
+    done = run_stage_and_signal(victim, "evaluate_perplexity", signal.SIGINT, after)
+    assert "Traceback" not in done.stdout, done.stdout[-3000:]
+    # before Python installs its own handler the default action ends the process (a shell shows 130)
+    assert done.returncode in (130, -signal.SIGINT), (done.returncode, done.stdout[-2000:])
+
+
+@pytest.mark.parametrize("after", [0.3, 3.0])
+def test_sigterm_at_any_moment_ends_with_143(victim, after):
+    done = run_stage_and_signal(victim, "sample", signal.SIGTERM, after)
+    assert "Traceback" not in done.stdout, done.stdout[-3000:]
+    assert done.returncode in (143, -signal.SIGTERM), (done.returncode, done.stdout[-2000:])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_very_long_generation_streams_in_bounded_memory_and_stops_at_once(reference, sig, status):
+    proc = subprocess.Popen([str(Path(sys.prefix) / "bin" / "charrnn"), "generate", "--prompt", "ROMEO:",
+                             "--num-chars", "100000000", "--max-chars", "100000000"],
+                            cwd=reference.root, env=reference.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_as_in_a_terminal)
+    received = proc.stdout.read(2000)  # text arrives while it is being generated
+    assert received.startswith(b"ROMEO:")
+    drained = []
+    reader = threading.Thread(target=lambda: drained.append(len(proc.stdout.read())), daemon=True)
+    reader.start()
+    time.sleep(2)
+    early = rss_mib(proc.pid)
+    time.sleep(8)
+    late = rss_mib(proc.pid)
+    assert late - early < 64, f"memory grew from {early:.0f} to {late:.0f} MiB while generating"
+    asked = time.monotonic()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=10) == status
+    assert time.monotonic() - asked < 3, "it took more than 3 s to stop"
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "interrupted" in err
 
 
 def test_nan_loss_stops_with_epoch_and_batch_and_writes_no_model(tmp_path):

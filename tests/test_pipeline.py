@@ -2,11 +2,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.project import make_project, shakespeare_like
+from charrnn import outputs, tracking
+from charrnn.reprocheck import compare, lock_outputs
+from tests.project import Project, make_project, shakespeare_like
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +24,10 @@ def project(tmp_path_factory):
 
 def test_repro_produces_every_output(project):
     out = project.repro.stdout
-    for stage in ["download", "build_vocab", "make_tfrecords", "train", "sample", "evaluate_perplexity"]:
-        assert f"Running stage '{stage}'" in out
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    # the evaluation before sampling: a sample that fails never keeps a model from being evaluated
+    assert ran == ["download", "build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"]
+    assert "I0000" not in out + project.repro.stderr and "E0000" not in out + project.repro.stderr  # quiet TensorFlow
     root = project.root
     assert (root / "data/raw/corpus.txt").read_text(encoding="utf-8").startswith(
         (root / "corpus-src.txt").read_text(encoding="utf-8")[:100])
@@ -40,6 +45,11 @@ def test_repro_produces_every_output(project):
     assert all(len(s.read_text(encoding="utf-8")) == len(p) + 40 + 1
                for s, p in zip(samples, ["ROMEO:", "JULIET:"]))
     assert "[UNK]" not in "".join(s.read_text(encoding="utf-8") for s in samples)
+    grid = project.read("data/samples/temperatures.md")
+    assert all(f"### temperature {t}" in grid for t in (0.5, 0.8, 1.0)) and grid.count("ROMEO:") >= 3
+    copying = json.loads(project.read("metrics/samples.json"))
+    assert 0 <= copying["copied_frac_20"] <= 1 and copying["longest_copied"] >= 0 and copying["ngrams_20"] == 2 * 21
+    assert copying["model"] == held_out["model"] == outputs.model_id(outputs.model_hash(root / "data/model"))
     assert not list(root.rglob(".*.tmp"))  # no temporaries left behind
 
 
@@ -48,7 +58,8 @@ def test_exported_generator_runs_without_the_package(project):
         "import sys, tensorflow as tf\n"
         "sys.path = [p for p in sys.path if 'src' not in p]\n"
         "g = tf.saved_model.load('data/generator')\n"
-        "out = g.generate(tf.constant(['ROMEO:', 'NURSE:']), tf.constant(25), tf.constant(0.8), tf.constant(3, tf.int64))\n"
+        "out = g.generate(tf.constant(['ROMEO:', 'NURSE:']), tf.constant(25), tf.constant(0.8), tf.constant(3, tf.int64),"
+        " tf.constant(0), tf.constant(1.0))\n"
         "import json; print(json.dumps([s.decode() for s in out.numpy()]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True, text=True,
@@ -70,7 +81,7 @@ STALE_AFTER = {  # a change of this param -> exactly these stages are stale
     ("seq_length", 16): ["make_tfrecords", "evaluate_perplexity"],
     ("data.source", "other.txt"): ["download"],
     ("data.encoding", "latin-1"): ["download"],
-    ("data.val_fraction", 0.2): ["make_tfrecords", "evaluate_perplexity"],
+    ("data.val_fraction", 0.2): ["make_tfrecords", "evaluate_perplexity", "sample"],
     ("data.shard_mb", 1): ["make_tfrecords"],
     ("vocab.min_count", 2): ["build_vocab"],
     ("vocab.max_size", 30): ["build_vocab"],
@@ -80,6 +91,8 @@ STALE_AFTER = {  # a change of this param -> exactly these stages are stale
     ("train.learning_rate", 0.02): ["train"],
     ("sample.temperature", 0.5): ["sample"],
     ("sample.prompts", ("NURSE:",)): ["sample"],
+    ("sample.top_p", 0.9): ["sample"],
+    ("tracking.registered_model", "other"): [],
     ("evaluate.batch_size", 4): ["evaluate_perplexity"],
     ("tracking.enabled", False): [],
 }
@@ -103,9 +116,12 @@ STALE_AFTER_EDIT = {
     "src/charrnn/generation.py": ["sample"],
     "src/charrnn/evaluation.py": ["evaluate_perplexity"],
     "src/charrnn/training.py": ["train"],
-    "src/charrnn/records.py": ["make_tfrecords", "train", "evaluate_perplexity"],
-    "src/charrnn/vocab.py": ["build_vocab", "make_tfrecords", "train", "sample", "evaluate_perplexity"],
+    "src/charrnn/records.py": ["make_tfrecords", "train", "evaluate_perplexity", "sample"],
+    "src/charrnn/vocab.py": ["build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"],
+    "src/charrnn/novelty.py": ["sample"],
     "src/charrnn/tracking.py": [],
+    "src/charrnn/registry.py": [],
+    "src/charrnn/publish.py": [],
 }
 
 
@@ -136,9 +152,9 @@ def test_experiment_shows_in_dvc_and_mlflow(project):
     assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 1
     assert "loss" in data["metrics"]["metrics/perplexity.json"]["data"]
 
-    from charrnn import tracking
+    from charrnn import runs as runs_table
 
-    runs = tracking.runs_frame(project.root, "charrnn")
+    runs = runs_table.frame(project.root, "charrnn")
     assert len(runs) == 2  # the baseline repro and the experiment; sample/evaluate add to them
     names = runs.iloc[:, list(runs.columns).index("run_name")] if "run_name" in runs else runs.iloc[:, 0]
     assert "one-epoch" in set(names)
@@ -146,20 +162,66 @@ def test_experiment_shows_in_dvc_and_mlflow(project):
     assert held_out and runs[held_out[0]].notna().all()
 
 
-def test_cjk_corpus_with_thousands_of_characters(tmp_path):
-    """A gb18030-encoded 'novel' with 3,000+ distinct CJK characters, through to samples."""
+def test_cjk_corpus_with_thousands_of_characters_and_the_default_prompts(tmp_path):
+    """A gb18030-encoded 'novel' with 3,000+ distinct CJK characters, through to samples, with
+    nothing but data.source (and its encoding) changed: the prompts come from its held-out text."""
     import random
 
     rng = random.Random(1)
     alphabet = [chr(0x4E00 + i) for i in range(3200)]
     text = "".join(rng.choice(alphabet) + ("。\n" if rng.random() < 0.05 else "") for _ in range(60_000))
     text += "".join(alphabet)  # every character at least once
-    p = make_project(tmp_path, "", {"data": {"source": "novel.txt", "encoding": "gb18030"},
-                                    "sample": {"prompts": ["第一回", "天下"]}, "seq_length": 16})
+    p = make_project(tmp_path, "", {"data": {"source": "novel.txt", "encoding": "gb18030"}, "seq_length": 16})
+    p.set_params({"sample": {"prompts": []}})
     (p.root / "novel.txt").write_bytes(text.encode("gb18030"))
     p.dvc("repro")
     vocab = json.loads(p.read("metrics/vocab.json"))
     assert vocab["size"] >= 3_000 and vocab["unk_rate"] == 0.0
-    sample = p.read("data/samples/sample-000.txt")
-    assert sample.startswith("第一回") and len(sample.strip()) == 3 + 40
+    samples = sorted((p.root / "data/samples").glob("sample-*.txt"))
+    assert len(samples) == 3
+    for sample in samples:
+        prompt = sample.read_text(encoding="utf-8")[:-41]
+        assert prompt and prompt in text and all("\u4e00" <= c <= "\u9fff" or c in "。" for c in prompt)
     assert json.loads(p.read("metrics/perplexity.json"))["loss"] > 0
+
+
+def test_a_sample_that_fails_still_leaves_the_model_evaluated(tmp_path):
+    p = make_project(tmp_path, shakespeare_like(20_000), {"sample": {"prompts": ["¿¡"]}})
+    failed = p.dvc("repro", check=False)
+    assert failed.returncode != 0
+    assert "has no character of the model's vocabulary" in failed.stdout + failed.stderr
+    assert "-S 'sample.prompts=[\"...\"]'" in failed.stdout + failed.stderr
+    held_out = json.loads(p.read("metrics/perplexity.json"))
+    assert held_out["model"] == outputs.model_id(outputs.model_hash(p.root / "data/model"))
+
+
+def test_a_fresh_clone_run_carries_its_held_out_metrics_samples_and_registered_model(project, tmp_path):
+    """In a fresh clone of a project with a committed dvc.lock, `dvc repro` retrains (no cache),
+    then skips evaluate_perplexity, whose committed metrics already match the byte-identical
+    model: the new MLflow run must still end with the held-out metrics, the samples, and a
+    registered model version."""
+    project.git("add", "-A")
+    project.git("commit", "-q", "--allow-empty", "-m", "pipeline outputs")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project.root), str(clone)], check=True)
+    if not (clone / ".venv").exists():
+        (clone / ".venv").symlink_to(project.root / ".venv")
+    fresh = Project(clone, project.env)
+    out = fresh.dvc("repro").stdout
+    assert "Running stage 'train'" in out and "Stage 'evaluate_perplexity' didn't change, skipping" in out
+    assert compare(lock_outputs(clone), lock_outputs(project.root)) == []  # the same model, byte for byte
+
+    client = tracking.client(tracking.tracking_uri(clone))
+    (run,) = client.search_runs([client.get_experiment_by_name("charrnn").experiment_id])
+    held_out = json.loads(fresh.read("metrics/perplexity.json"))
+    assert run.data.metrics["held_out_bpc"] == pytest.approx(held_out["bpc"])
+    assert run.data.metrics["held_out_loss"] == pytest.approx(held_out["loss"])
+    assert "copied_frac_20" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "samples")} >= {"samples/sample-000.txt"}
+    assert run.data.tags["charrnn.git_dirty"] == "false"  # the pipeline's own outputs do not count
+    (version,) = client.search_model_versions("name = 'charrnn'")
+    assert version.run_id == run.info.run_id
+    assert version.tags["charrnn.held_out_bpc"] == f"{held_out['bpc']:.4f}"
+    assert version.tags["charrnn.model_hash"] == run.data.tags["charrnn.model_hash"]
+    table = fresh.run(str(Path(sys.prefix) / "bin" / "charrnn"), "runs").stdout
+    assert "held_out_bpc" in table.splitlines()[0]

@@ -5,7 +5,6 @@ import pytest
 
 from charrnn import recipe, records, training
 from charrnn.params import TrainParams
-from charrnn.vocab import Vocabulary, count_chars
 
 
 def rate_at(schedule, step: int) -> float:
@@ -47,14 +46,11 @@ def test_optimizer_clipping_and_weight_decay():
 
 
 @pytest.fixture
-def data(tmp_path):
+def data(make_records):
     # a training text the model can memorise, and a held-out tail it cannot: val_loss turns up
     rng = np.random.default_rng(0)
-    text = "the cat sat on the mat. " * 60 + "".join(rng.choice(list("the cat sat on mat."), 400))
-    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
-    vocab = Vocabulary.from_counts(count_chars([text]))
-    records.write_records(tmp_path / "corpus.txt", vocab, tmp_path / "rec", seq_length=16, val_fraction=0.25)
-    return tmp_path / "rec", vocab
+    return make_records("the cat sat on the mat. " * 60 + "".join(rng.choice(list("the cat sat on mat."), 400)),
+                        seq_length=16, val_fraction=0.25)
 
 
 def fit(data, **overrides):
@@ -88,11 +84,9 @@ def test_patience_stops_early_and_last_epoch_kept_when_asked(data):
     assert held_out(last, records_dir) == pytest.approx(last.history["val_loss"].iloc[-1], rel=1e-5)
 
 
-def test_random_offsets_are_seeded_and_cut_the_same_text(tmp_path):
+def test_random_offsets_are_seeded_and_cut_the_same_text(tmp_path, make_records):
     text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(3000))
-    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
-    vocab = Vocabulary.from_counts(count_chars([text]))
-    records.write_records(tmp_path / "corpus.txt", vocab, tmp_path / "rec", seq_length=20, val_fraction=0.1)
+    _, vocab = make_records(text)
     ids = vocab.encode(text)
     offsets = [records.epoch_offset(5, e, 20) for e in range(6)]
     assert offsets == [records.epoch_offset(5, e, 20) for e in range(6)]  # seeded

@@ -6,6 +6,7 @@
     charrnn outputs
     charrnn runs
     charrnn promote <experiment name | run id | version> --alias champion
+    charrnn serve --model models:/charrnn@champion        (charrnn.serving: HTTP API and a playground page)
 
 Every option is checked by the rules of the params of the same name (charrnn.params), and every
 problem ends as one `error:` line and exit status 1 (charrnn.stage). TensorFlow is imported only
@@ -197,6 +198,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--alias", default="champion", help="the alias to set (default: %(default)s)")
     m.add_argument("--name", default=None, help="registered model (default: tracking.registered_model in params.yaml)")
     m.set_defaults(func=cmd_promote)
+
+    from charrnn import serving
+
+    serving.add_parser(sub)
     return p
 
 

@@ -53,19 +53,22 @@ def format_exception(e: BaseException) -> str:
 
 
 def mask_log_records() -> None:
-    """Mask every log record of this process (its message, arguments and traceback), whichever
-    logger or handler it goes through; Python warnings are routed through logging too."""
+    """Mask every log record of this process, whichever logger or handler it goes through: its
+    message, each of its arguments (kept in place, so formatters that read them still work:
+    numbers stay numbers, anything else becomes its masked text) and its traceback. Python
+    warnings are routed through logging too."""
     previous = logging.getLogRecordFactory()
     if getattr(previous, "masks_secrets", False):
         return
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: let logging report it as it would
-            return record
-        record.msg, record.args = redact(message), None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_masked(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _masked(v) for k, v in record.args.items()}
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = format_exception(record.exc_info[1]).rstrip("\n")
         return record
@@ -73,3 +76,7 @@ def mask_log_records() -> None:
     factory.masks_secrets = True
     logging.setLogRecordFactory(factory)
     logging.captureWarnings(True)
+
+
+def _masked(value):
+    return value if isinstance(value, (int, float, type(None))) else redact(value)

@@ -155,10 +155,11 @@ class Version:
 
 
 def _read_client(root: Path):
-    uri = tracking.tracking_uri(root)
-    if uri.startswith("sqlite:///") and not tracking._holds_runs(Path(uri.removeprefix("sqlite:///"))):
-        raise RegistryError(f"no MLflow store at {redact(uri)} yet: run the pipeline first (`dvc repro`)")
-    return tracking.client(uri)
+    found = tracking.read_client(root)
+    if found is None:
+        raise RegistryError(f"no MLflow store at {redact(tracking.tracking_uri(root))} yet: run the pipeline first "
+                            "(`dvc repro`)")
+    return found
 
 
 def find_version(root: Path, name: str, target: str) -> Version:
@@ -183,7 +184,10 @@ def find_version(root: Path, name: str, target: str) -> Version:
         raise RegistryError(f"no version of the registered model {name!r} comes from {target!r}: give a version "
                             "number, a run id, or the name of a DVC experiment that trained a model "
                             "(`charrnn runs` lists them)")
-    v = max(found, key=lambda v: int(v.version))
+    return _version(max(found, key=lambda v: int(v.version)))
+
+
+def _version(v) -> Version:
     return Version(v.name, v.version, v.run_id, v.source, dict(v.tags), list(getattr(v, "aliases", []) or []))
 
 
@@ -198,8 +202,10 @@ def promote(root: Path, name: str, target: str, alias: str) -> Version:
 
 
 def resolve(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
-    """Download the generator of `models:/name@alias` or `models:/name/version` into dest; its
-    path and the version it is."""
+    """Download the MLflow Model of `models:/name@alias` or `models:/name/version` into dest: the
+    directory of its artifacts (generator/, vocab.json) and the version it is. The version's own
+    location is downloaded, not models:/...: MLflow would look that up in the process-wide
+    registry, not in this project's store."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -210,9 +216,8 @@ def resolve(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
     client = _read_client(root)
     try:
         v = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{v.version}",
-                                                    dst_path=str(dest), tracking_uri=tracking.tracking_uri(root))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=v.source, dst_path=str(dest),
+                                                    tracking_uri=tracking.tracking_uri(root))
     except MlflowException as e:
         raise RegistryError(f"{uri}: {redact(e.message)}") from None
-    version = Version(v.name, v.version, v.run_id, v.source, dict(v.tags), list(getattr(v, "aliases", []) or []))
-    return Path(local) / "artifacts", version
+    return Path(local), _version(v)

@@ -18,11 +18,8 @@ import errno
 import os
 import signal
 import sys
-from typing import Callable
 
 from charrnn.errors import CharrnnError
-from charrnn.quiet import quiet_tensorflow
-from charrnn.redact import format_exception, mask_log_records, redact
 
 INTERRUPTED = "interrupted ({how}); outputs left as they were, run `dvc repro` again to continue"
 
@@ -38,14 +35,18 @@ def _raise_terminated(signum, frame):
 def install(interrupted_message: str = INTERRUPTED) -> None:
     """Handlers for the whole process: SIGTERM as Ctrl-C, an uncaught exception (even one raised
     while modules are still being imported) ends as run_stage() would end it, every log line and
-    message masked, TensorFlow's C++ start-up lines hidden."""
+    message masked, TensorFlow's C++ start-up lines hidden. The handlers come first, before
+    anything else is imported: a Ctrl-C may arrive at any moment."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     sys.excepthook = lambda kind, e, tb: _exit_for(e, interrupted_message)
+    from charrnn.quiet import quiet_tensorflow
+    from charrnn.redact import mask_log_records
+
     mask_log_records()
     quiet_tensorflow()
 
 
-def run_stage(main: Callable[[], None], interrupted_message: str = INTERRUPTED) -> None:
+def run_stage(main, interrupted_message: str = INTERRUPTED) -> None:
     install(interrupted_message)
     try:
         main()
@@ -63,6 +64,8 @@ def _exit_for(e: BaseException, interrupted_message: str) -> None:
     elif is_project_error(e) or isinstance(e, OSError):
         _leave(f"error: {describe(e)}", 1)
     else:
+        from charrnn.redact import format_exception
+
         _leave(format_exception(e).rstrip("\n") + "\nerror: this is a bug in charrnn; please report it", 1)
 
 
@@ -81,6 +84,8 @@ def is_project_error(e: BaseException) -> bool:
 
 def describe(e: BaseException) -> str:
     """One masked line for a project or environment error."""
+    from charrnn.redact import redact
+
     if isinstance(e, OSError) and not is_project_error(e):
         where = f"{e.filename}: " if e.filename else ""
         reason = e.strerror or str(e) or type(e).__name__

@@ -312,18 +312,30 @@ def _find_model_run(mlflow_client, experiment_id: str, model_hash: str):
 # --- reading runs back -------------------------------------------------------------------------
 
 
+def read_client(root: Path):
+    """A client of the project's store for reading, or None when there is no store yet: a
+    missing or empty sqlite file is left as it is (an MlflowClient would create its tables).
+    A file that is not an MLflow store is a TrackingError."""
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///") and not _holds_runs(Path(uri.removeprefix("sqlite:///"))):
+        return None
+    return client(uri)
+
+
 def search_runs(root: Path, experiment: str | None = None) -> list[dict]:
     """Every run of `experiment` (default: of every experiment), newest first, as plain dicts:
     run_name, experiment, status, start_time (ms), params, metrics (final values), tags.
     Never writes: a missing or empty sqlite store has no runs; one that cannot be read is a
     TrackingError, as is an unreachable server."""
     uri = tracking_uri(root)
-    if uri.startswith("sqlite:///") and not _holds_runs(Path(uri.removeprefix("sqlite:///"))):
-        return []
     try:
-        mlflow_client = client(uri)
+        mlflow_client = read_client(root)
+        if mlflow_client is None:
+            return []
         experiments = _experiments(mlflow_client, experiment)
         runs = _search_all(mlflow_client, list(experiments)) if experiments else []
+    except TrackingError:
+        raise
     except Exception as e:
         raise TrackingError(f"cannot read the MLflow runs from {redact(uri)}: {type(e).__name__}: {redact(e)}") from None
     return [{"run_name": r.info.run_name, "experiment": experiments.get(r.info.experiment_id, r.info.experiment_id),

@@ -1,0 +1,322 @@
+"""Hostile but realistic input, table-driven: params, corpora, model directories, the CLI and the
+environment. Every case must end with exit status 1, exactly one `error:` line that names the
+problem, no traceback, and no new or changed output (stage outputs, metrics, dvc.lock).
+
+Each case runs against its own copy of one small project that has been through `dvc repro`, so
+there is a model, a vocabulary and records to break."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from charrnn.params import parse_yaml
+from tests.project import make_project, shakespeare_like
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.prefix) / "bin"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("built") / "p", shakespeare_like(30_000))
+    project.dvc("repro")
+    return project
+
+
+@dataclass
+class Case:
+    id: str
+    command: list[str]  # a stage name, or ["charrnn", ...]
+    expect: str  # a regex the `error:` line must match
+    setup: Callable[[Path], None] = lambda root: None
+    env: dict = field(default_factory=dict)
+    cwd: str = "."  # relative to the project copy
+
+
+def params(**overrides) -> Callable[[Path], None]:
+    """Set params, each value written as YAML text: params(train__seed=-1) sets train.seed;
+    a value of DELETE removes the key."""
+    def setup(root: Path) -> None:
+        raw = parse_yaml((root / "params.yaml").read_text(encoding="utf-8"))
+        literals = {}
+        for i, (key, value) in enumerate(overrides.items()):
+            *sections, name = key.split("__")
+            table = raw
+            for section in sections:
+                table = table[section]
+            assert name in table, key
+            if value is DELETE:
+                del table[name]
+            else:
+                table[name] = placeholder = f"@value{i}@"
+                literals[placeholder] = str(value)
+        text = yaml.safe_dump(raw, allow_unicode=True)
+        for placeholder, literal in literals.items():
+            text = text.replace(f"'{placeholder}'", literal).replace(placeholder, literal)
+        (root / "params.yaml").write_text(text, encoding="utf-8")
+    return setup
+
+
+DELETE = object()
+
+
+def write(rel: str, content: bytes | str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return setup
+
+
+def both(*setups) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        for s in setups:
+            s(root)
+    return setup
+
+
+def edit_json(rel: str, **changes) -> Callable[[Path], None]:
+    import json
+
+    def setup(root: Path) -> None:
+        data = json.loads((root / rel).read_text(encoding="utf-8"))
+        data.update(changes)
+        (root / rel).write_text(json.dumps(data), encoding="utf-8")
+    return setup
+
+
+def truncate(rel: str, keep: int) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        (root / rel).write_bytes((root / rel).read_bytes()[:keep])
+    return setup
+
+
+def remove(rel: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        shutil.rmtree(root / rel) if (root / rel).is_dir() else (root / rel).unlink()
+    return setup
+
+
+def source(text: bytes, **more) -> Callable[[Path], None]:
+    """A local corpus file as data.source."""
+    return both(write("in.txt", text), params(data__source="in.txt", **more))
+
+
+GEN = ["charrnn", "generate", "--prompt", "ROMEO:", "--num-chars", "20"]
+EVAL = ["charrnn", "evaluate", "--text", "corpus-src.txt"]
+
+CASES = [
+    # --- params: seeds, temperatures, codecs, sizes, types, keys --------------------------------
+    Case("seed-negative", ["train"], r"'train\.seed' must be an integer from 0 to 2147483647, got -1", params(train__seed=-1)),
+    Case("seed-huge", ["sample"], r"'sample\.seed' must be an integer from 0 to 2147483647",
+         params(sample__seed=10**20)),
+    Case("seed-float", ["train"], r"'train\.seed' must be an integer, got 4\.5", params(train__seed=4.5)),
+    Case("temperature-tiny", ["sample"], r"'sample\.temperature' must be a number from 1e-06 to 100",
+         params(sample__temperature="1.0e-50")),
+    Case("temperature-nan", ["sample"], r"'sample\.temperature' must be a finite number", params(sample__temperature=".nan")),
+    Case("encoding-base64", ["download"], r"'data\.encoding' must name a text encoding", params(data__encoding="base64")),
+    Case("encoding-rot13", ["download"], r"'data\.encoding' must name a text encoding", params(data__encoding="rot13")),
+    Case("encoding-unknown", ["download"], r"'data\.encoding' must name a text encoding .*'klingon'",
+         params(data__encoding="klingon")),
+    Case("units-absurd", ["train"], r"train\.units=1,000,000,000 would need about .* of memory to train; this machine has",
+         params(train__units=1_000_000_000)),
+    Case("embedding-absurd", ["train"], r"train\.embedding_dim=.* would need about", params(train__embedding_dim=10**11)),
+    Case("batch-absurd", ["train"], r"train\.batch_size=.* would need about", params(train__batch_size=10**11)),
+    Case("layers-many", ["train"], r"'train\.layers' must be an integer from 1 to 64", params(train__layers=10_000)),
+    Case("epochs-many", ["train"], r"'train\.epochs' must be an integer from 1 to 1000", params(train__epochs=10**9)),
+    Case("threads-many", ["train"], r"'train\.threads' must be an integer from 0 to 1024", params(train__threads=10**6)),
+    Case("learning-rate-inf", ["train"], r"'train\.learning_rate' must be a finite number, got inf",
+         params(train__learning_rate=".inf")),
+    Case("learning-rate-string", ["train"], r"'train\.learning_rate' must be a finite number, got 'fast'",
+         params(train__learning_rate="fast")),
+    Case("misspelt-key", ["train"], r"unknown key 'train\.unit' \(did you mean 'train\.units'\?\)",
+         lambda root: (root / "params.yaml").write_text(
+             (root / "params.yaml").read_text().replace("train:\n", "train:\n  unit: 64\n", 1))),
+    Case("deleted-key", ["train"], r"missing key 'train\.patience' \(every key must be in the file; the default is 0\)",
+         params(train__patience=DELETE)),
+    Case("prompts-string", ["sample"], r"'sample\.prompts' must be a list of strings", params(sample__prompts="'ROMEO:'")),
+    Case("prompts-empty-string", ["sample"], r"'sample\.prompts' must be a list of at most 1024 non-empty strings",
+         params(sample__prompts='["ok", ""]')),
+    Case("prompts-unknown-chars", ["sample"], r"prompt 0 \('¿¡'\) has no character of the model's vocabulary: .*"
+         r"-S 'sample\.prompts=\[\"\.\.\.\"\]'", params(sample__prompts='["¿¡"]')),
+    Case("num-chars-wraps", ["sample"], r"'sample\.num_chars' must be an integer from 1 to 1000000, got 4294967306",
+         params(sample__num_chars=4294967306)),
+    Case("top-p-above-one", ["sample"], r"'sample\.top_p' must be > 0 and <= 1, got 1\.5", params(sample__top_p=1.5)),
+    Case("top-k-negative", ["sample"], r"'sample\.top_k' must be an integer from 0", params(sample__top_k=-1)),
+    Case("seq-length-zero", ["make_tfrecords"], r"'seq_length' must be an integer from 1 to 100000, got 0",
+         params(seq_length=0)),
+    Case("val-fraction-one", ["make_tfrecords"], r"'data\.val_fraction' must be strictly between 0 and 1",
+         params(data__val_fraction=1.0)),
+    Case("eval-batch-zero", ["evaluate_perplexity"], r"'evaluate\.batch_size' must be > 0", params(evaluate__batch_size=0)),
+    Case("sha256-malformed", ["download"], r"'data\.sha256' must be 64 hex digits", params(data__sha256="xyz")),
+    Case("params-not-yaml", ["train"], r"params\.yaml: not valid YAML", write("params.yaml", "train: [unclosed\n")),
+    Case("params-duplicate-key", ["train"], r"params\.yaml: not valid YAML: .*duplicate key",
+         lambda root: (root / "params.yaml").write_text((root / "params.yaml").read_text() + "seq_length: 3\n")),
+    Case("params-a-list", ["train"], r"params\.yaml: the file must be a mapping", write("params.yaml", "- 1\n- 2\n")),
+    Case("params-not-utf8", ["train"], r"params\.yaml: cannot be read", write("params.yaml", b"train:\n  cell: \xff\n")),
+    Case("vocab-nothing-kept", ["build_vocab"], r"the vocabulary would hold nothing but \[UNK\]",
+         params(vocab__min_count=10**12)),
+    # --- corpora ------------------------------------------------------------------------------
+    Case("corpus-missing", ["download"], r"data\.source 'nowhere\.txt' is not a preset, an https:// URL, env:NAME or an "
+         r"existing file", params(data__source="nowhere.txt")),
+    Case("corpus-a-directory", ["download"], r"data\.source 'stages' is not a preset", params(data__source="stages")),
+    Case("corpus-not-utf8", ["download"], r"the bytes at offset 3 are not valid utf-8 .*set data\.encoding",
+         source(b"abc\xff\xfe more")),
+    Case("corpus-encoded-surrogate", ["download"], r"the bytes at offset 2 are not valid utf-8", source(b"ab\xed\xa0\x80cd")),
+    Case("corpus-empty", ["download"], r"the corpus from in\.txt is empty after clean-up", source(b"")),
+    Case("corpus-whitespace", ["download"], r"is empty after clean-up", source(b"\xef\xbb\xbf \r\n\t\n")),
+    Case("corpus-no-gutenberg-markers", ["download"], r"no '\*\*\* START OF THE PROJECT GUTENBERG EBOOK' line found",
+         source(b"plain text\n", data__strip_gutenberg="true")),
+    Case("corpus-sha256-mismatch", ["download"], r"in\.txt: sha256 is [0-9a-f]{64}, but data\.sha256 says",
+         source(b"hello\n", data__sha256="a" * 64)),
+    Case("source-http", ["download"], r"only https:// URLs are supported, got http://\*\*\*@example\.org/x\.txt\?token=\*\*\*",
+         params(data__source="'http://u:pw@example.org/x.txt?token=secret'")),
+    Case("source-ftp", ["download"], r"only https:// URLs are supported", params(data__source="ftp://example.org/x.txt")),
+    Case("source-bad-port", ["download"], r"not a valid URL: https://example\.org:notaport/x\.txt",
+         params(data__source="https://example.org:notaport/x.txt")),
+    Case("source-env-unset", ["download"], r"environment variable 'NO_SUCH_VARIABLE' is not set",
+         params(data__source="env:NO_SUCH_VARIABLE")),
+    Case("corpus-too-short", ["make_tfrecords"], r"the corpus has .* characters; with seq_length=5000 .* it needs at least",
+         params(seq_length=5000)),
+    Case("one-window-random-offset", ["train"], r"the training text makes only 1 window\(s\) .*train\.random_offset",
+         both(write("data/raw/corpus.txt", "abcdefghij" * 40), params(seq_length=150, data__val_fraction=0.45),
+              lambda root: _run(root, ["build_vocab"]), lambda root: _run(root, ["make_tfrecords"]))),
+    # --- model directories --------------------------------------------------------------------
+    Case("weights-truncated", GEN, r"model\.weights\.h5 is not a readable weights file", truncate("data/model/model.weights.h5", 4000)),
+    Case("weights-garbage", GEN, r"model\.weights\.h5 is not a readable weights file", write("data/model/model.weights.h5", b"junk" * 500)),
+    Case("weights-missing", ["sample"], r"model\.weights\.h5 is missing", remove("data/model/model.weights.h5")),
+    Case("vocab-invalid-utf8", GEN, r"vocab\.json: not a charrnn vocabulary",
+         write("data/model/vocab.json", b'{"chars": ["\xff"], "counts": [1]}')),
+    Case("vocab-lone-surrogate", GEN, r"single characters \(no lone surrogates\)",
+         write("data/model/vocab.json", '{"chars": ["\\ud800"], "counts": [1]}')),
+    Case("vocab-not-the-models", ["evaluate_perplexity"], r"vocab\.json is not the vocabulary .* was trained with",
+         write("data/model/vocab.json", '{"chars": ["a", "b"], "counts": [1, 1]}')),
+    Case("config-unknown-cell", GEN, r"config\.json: 'cell' must be 'gru' or 'lstm', got 'transformer'",
+         edit_json("data/model/config.json", cell="transformer")),
+    Case("config-negative-units", ["sample"], r"config\.json: 'units' must be > 0, got -5", edit_json("data/model/config.json", units=-5)),
+    Case("config-string-size", GEN, r"config\.json: 'embedding_dim' must be an integer, got '16'",
+         edit_json("data/model/config.json", embedding_dim="16")),
+    Case("config-absurd-units", GEN, r"config\.json does not match model\.weights\.h5: the config .*units=1000000000",
+         edit_json("data/model/config.json", units=10**9)),
+    Case("model-missing", ["sample"], r"data/model does not exist: .*`dvc repro train`", remove("data/model")),
+    # --- the CLI ------------------------------------------------------------------------------
+    Case("info-missing-dir", ["charrnn", "info", "--model", "nowhere"], r"nowhere does not exist"),
+    Case("info-a-file", ["charrnn", "info", "--model", "params.yaml"], r"params\.yaml is a file, not a model directory"),
+    Case("runs-outside-a-project", ["charrnn", "runs"], r"not inside a charrnn project", cwd="/"),
+    Case("runs-corrupt-store", ["charrnn", "runs"], r"mlflow\.db is not a readable MLflow database",
+         write("mlruns/mlflow.db", b"SQLite format 3\x00" + b"\xff" * 4096)),
+    Case("outputs-malformed-metrics", ["charrnn", "outputs"], r"metrics/perplexity\.json is not a readable metrics file",
+         write("metrics/perplexity.json", "{not json")),
+    Case("outputs-metrics-not-numbers", ["charrnn", "outputs"], r"metrics/perplexity\.json: 'loss' is 'low', not a number",
+         edit_json("metrics/perplexity.json", loss="low")),
+    Case("evaluate-missing-text", ["charrnn", "evaluate", "--text", "nowhere.txt"], r"nowhere\.txt: No such file or directory"),
+    Case("evaluate-text-a-directory", ["charrnn", "evaluate", "--text", "data"], r"data: Is a directory"),
+    Case("evaluate-seq-length-zero", [*EVAL, "--seq-length", "0"], r"--seq-length must be an integer from 1 to 100000, got 0"),
+    Case("evaluate-seq-length-negative", [*EVAL, "--seq-length", "-3"], r"--seq-length must be an integer from 1 to 100000, got -3"),
+    Case("evaluate-encoding-base64", [*EVAL, "--encoding", "base64"], r"--encoding must name a text encoding"),
+    Case("evaluate-batch-zero", [*EVAL, "--batch-size", "0"], r"--batch-size must be > 0"),
+    Case("generate-num-chars-wraps", [*GEN, "--num-chars", "4294967306"],
+         r"num_chars must be an integer from 1 to 1,000,000, got 4294967306 \(raise the cap with --max-chars\)"),
+    Case("generate-num-chars-3e9", [*GEN, "--num-chars", "3000000000"], r"num_chars must be an integer from 1 to 1,000,000"),
+    Case("generate-temperature-zero", [*GEN, "--temperature", "0"], r"temperature must be a number from 1e-06 to 100, got 0\.0"),
+    Case("generate-temperature-nan", [*GEN, "--temperature", "nan"], r"temperature must be a finite number, got nan"),
+    Case("generate-seed-negative", [*GEN, "--seed", "-1"], r"seed must be an integer from 0 to 2147483647, got -1"),
+    Case("generate-top-p", [*GEN, "--top-p", "2"], r"top_p must be > 0 and <= 1, got 2\.0"),
+    Case("generate-empty-prompt", ["charrnn", "generate", "--prompt", ""], r"prompt 0 is empty"),
+    Case("generate-unknown-prompt", ["charrnn", "generate", "--prompt", "¿¡"], r"prompt 0 \('¿¡'\) has no character"),
+    Case("generate-max-chars-zero", [*GEN, "--max-chars", "0"], r"--max-chars must be at least 1"),
+    Case("generate-not-a-number", [*GEN, "--num-chars", "ten"], r"argument --num-chars: invalid int value: 'ten'"),
+    Case("generate-unknown-flag", [*GEN, "--colour", "red"], r"unrecognized arguments: --colour red"),
+    Case("no-command", ["charrnn"], r"the following arguments are required: command"),
+    Case("promote-no-store", ["charrnn", "promote", "best"], r"no MLflow store at .* yet: run the pipeline first"),
+    Case("promote-bad-alias", ["charrnn", "promote", "1", "--alias", "latest"], r"alias 'latest' is not usable"),
+    # --- the environment ----------------------------------------------------------------------
+    Case("python-missing", ["download"], r"CHARRNN_PYTHON=/no/such/python is not an executable file",
+         env={"CHARRNN_PYTHON": "/no/such/python"}),
+    Case("generate-to-a-full-disk", [*GEN, ">", "/dev/full"], r"No space left on device"),
+]
+
+
+def _run(root: Path, command: list[str], env: dict | None = None, cwd: str = ".") -> subprocess.CompletedProcess:
+    env = {**os.environ, "CHARRNN_TRACKING": "0", **(env or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if command[0] == "charrnn":
+        argv, out = command, None
+        if ">" in command:
+            argv, out = command[:command.index(">")], command[command.index(">") + 1]
+        with open(out, "w") if out else open(os.devnull, "w") as stdout:
+            proc = subprocess.run([str(BIN / "charrnn"), *argv[1:]], cwd=root / cwd, env=env, text=True,
+                                  stdout=stdout if out else subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        return proc
+    return subprocess.run([str(BIN / "python"), f"stages/{command[0]}.py"], cwd=root / cwd, env=env, text=True,
+                          capture_output=True, timeout=300)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every output the pipeline or the CLI could have written or changed."""
+    found = {}
+    for top in ("data", "metrics", "mlruns"):
+        for path in sorted((root / top).rglob("*")) if (root / top).exists() else []:
+            if path.is_file() and "cache" not in path.relative_to(root).parts[:2]:
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if (root / "dvc.lock").exists():
+        found["dvc.lock"] = hashlib.sha256((root / "dvc.lock").read_bytes()).hexdigest()
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_input_ends_in_one_clear_error(built, tmp_path, case):
+    root = tmp_path / "p"
+    shutil.copytree(built.root, root, symlinks=True)
+    case.setup(root)
+    before = snapshot(root)
+    proc = _run(root, case.command, case.env, case.cwd)
+    output = (proc.stdout or "") + proc.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert len(errors) == 1, output[-3000:]
+    assert re.search(case.expect, errors[0] + "\n" + output), errors[0]
+    assert snapshot(root) == before, "a failed command changed or left an output"
+
+
+def test_there_are_at_least_fifty_cases_over_every_class():
+    assert len(CASES) >= 50
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB file system (tmpfs) at tmp_path/disk; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_while_writing_an_output_is_one_error_and_leaves_nothing(built, tmp_path, small_disk):
+    root = tmp_path / "p"
+    shutil.copytree(built.root, root, symlinks=True)
+    (root / "big.txt").write_text(shakespeare_like(400_000), encoding="utf-8")
+    params(data__source="big.txt")(root)
+    shutil.rmtree(root / "data" / "raw")
+    (root / "data" / "raw").symlink_to(small_disk)
+    proc = _run(root, ["download"])
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    (error,) = [line for line in output.splitlines() if line.startswith("error:")]
+    assert "No space left on device" in error and "free some space" in error
+    assert list(small_disk.iterdir()) == []  # no half-written corpus, no temporary left behind
