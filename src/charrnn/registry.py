@@ -46,7 +46,7 @@ def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path
         existing = _version_of(client, name, model_hash)
         if existing is not None:
             _set_version_tags(client, name, existing.version, tags_now)
-            return existing.version
+            return str(existing.version)
         logged = _log_model(client, run.run_id, generator_dir, vocab_path, defaults)
         _ensure_registered_model(client, name)
         # the source is the logged model's location, not models:/<id>: MLflow's registry resolves
@@ -54,7 +54,7 @@ def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path
         version = client.create_model_version(name, source=logged.artifact_location, run_id=run.run_id,
                                               tags={k: redact(v) for k, v in tags_now.items()},
                                               model_id=logged.model_id)
-        return version.version
+        return str(version.version)
 
     return run.call("registering the model", action)
 
@@ -188,7 +188,7 @@ def find_version(root: Path, name: str, target: str) -> Version:
 
 
 def _version(v) -> Version:
-    return Version(v.name, v.version, v.run_id, v.source, dict(v.tags), list(getattr(v, "aliases", []) or []))
+    return Version(v.name, str(v.version), v.run_id, v.source, dict(v.tags), list(getattr(v, "aliases", []) or []))
 
 
 def promote(root: Path, name: str, target: str, alias: str) -> Version:
