@@ -11,6 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charrnn import corpus
 from charrnn.corpus import CorpusError
@@ -435,3 +437,36 @@ def test_streamed_decoding_reports_the_offset_of_bad_bytes_in_a_later_chunk(tmp_
     with pytest.raises(CorpusError, match="offset 20 are not valid utf-8"):
         corpus.stream_decode(raw, "utf-8", tmp_path / "out.txt", "raw.txt", chunk=3)
     assert not (tmp_path / "out.txt").exists()
+
+
+# --- properties (Hypothesis) -----------------------------------------------------------------
+
+
+TEXTS = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=TEXTS, chunk=st.integers(1, 64), encoding=st.sampled_from(["utf-8", "utf-16", "gb18030", "utf-8-sig"]))
+def test_streamed_decoding_of_any_text_in_any_codec_equals_normalize(tmp_path_factory, text, chunk, encoding):
+    raw = tmp_path_factory.mktemp("raw") / "raw.txt"
+    raw.write_bytes(text.encode(encoding))
+    out = raw.parent / "out.txt"
+    if not text.removeprefix("\ufeff").strip():
+        with pytest.raises(CorpusError, match="empty after clean-up"):
+            corpus.stream_decode(raw, encoding, out, "raw.txt", chunk=chunk)
+        assert not out.exists()
+        return
+    chars, size = corpus.stream_decode(raw, encoding, out, "raw.txt", chunk=chunk)
+    expected = corpus.normalize(text)
+    assert out.read_bytes() == expected.encode("utf-8") and (chars, size) == (len(expected), len(out.read_bytes()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=64), encoding=st.sampled_from(["utf-8", "utf-16", "gb18030", "ascii", "latin-1"]))
+def test_any_bytes_decode_or_fail_with_one_clear_error(data, encoding):
+    try:
+        text = corpus.decode(data, encoding)
+    except CorpusError as e:
+        assert "set data.encoding" in str(e)
+    else:
+        assert isinstance(text, str)

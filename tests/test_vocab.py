@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charrnn.vocab import UNK, UNK_ID, Vocabulary, VocabError, count_chars, read_chunks, vocab_metrics
 
@@ -80,3 +82,41 @@ def test_chunked_counting_equals_whole(tmp_path):
     path.write_text(text, encoding="utf-8")
     chunked = count_chars(read_chunks(path, chunk_chars=777))
     assert np.array_equal(chunked, count_chars([text]))
+
+
+# --- properties (Hypothesis) -----------------------------------------------------------------
+
+
+TEXTS = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=TEXTS, min_count=st.integers(1, 3), max_size=st.integers(0, 10))
+def test_any_text_round_trips_through_its_vocabulary(tmp_path_factory, text, min_count, max_size):
+    counts = count_chars([text])
+    try:
+        vocab = Vocabulary.from_counts(counts, min_count, max_size)
+    except VocabError:
+        assert all(text.count(c) < min_count for c in set(text))
+        return
+    assert (not max_size or len(vocab.chars) <= max_size) and all(text.count(c) >= min_count for c in vocab.chars)
+    ids = vocab.encode(text)
+    assert len(ids) == len(text)
+    assert all((i == UNK_ID) == (c not in vocab.chars) for i, c in zip(ids.tolist(), text))
+    kept = "".join(c for c in text if c in vocab.chars)
+    assert vocab.decode(i for i in ids.tolist() if i != UNK_ID) == kept
+    path = tmp_path_factory.mktemp("v") / "vocab.json"
+    vocab.save(path)
+    assert Vocabulary.load(path) == vocab and Vocabulary.load(path).fingerprint == vocab.fingerprint
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=80) | st.text(max_size=80).map(str.encode))
+def test_any_file_loads_as_a_vocabulary_or_fails_with_a_vocab_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("v") / "vocab.json"
+    path.write_bytes(data)
+    try:
+        vocab = Vocabulary.load(path)
+    except VocabError:
+        return
+    vocab.to_json()  # a loaded vocabulary is a usable one
