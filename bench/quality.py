@@ -1,20 +1,27 @@
-"""The CPU quality ablation, measured by the pipeline itself: one `dvc exp run -S ...` per recipe
-change on tiny shakespeare, in a throw-away clone of this repository's HEAD.
+"""The CPU quality ablation, measured by the pipeline itself and repeated over seeds: one
+`dvc exp run -S ...` per (recipe change, seed) on tiny shakespeare, in a throw-away clone of this
+repository's HEAD.
 
-Each row adds one change to the recipe of the rows before it (the last rows are alternatives,
-each on top of the full recipe, not carried on); the table gives the whole `dvc exp run` wall time
-(download to evaluate_perplexity), the held-out loss from metrics/perplexity.json and its change
-against the recipe it was added to and against the first row. Needs a quiet machine: the rows are timed.
+Each row adds one change to the recipe of the rows before it (rows marked `instead` are
+alternatives tried on top of the recipe so far, not carried on). Every row runs with each seed
+(`train.seed`); the table gives the mean and standard deviation of the held-out loss, the mean
+wall time of the whole `dvc exp run` (download to sample), the copy metrics of the samples, and
+the change against the recipe the row was added to. A change counts as a gain (or a loss) only
+when it exceeds two standard errors of the difference of the two means; otherwise it is noise.
+Needs a quiet machine: the runs are timed.
 
-    .venv/bin/python bench/quality.py                      # all rows, ~1 hour on 2 cores
-    .venv/bin/python bench/quality.py --rows plain,offset --epochs 3
+    .venv/bin/python bench/quality.py                          # every row, 3 seeds: see BENCHMARKS.md for the time
+    .venv/bin/python bench/quality.py --rows plain,recipe --seeds 1
+    .venv/bin/python bench/quality.py --rows recipe --seeds 3 --out bench/results/quality
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,22 +30,21 @@ from pathlib import Path
 
 from common import REPO, TINY, load, machine, now
 
-EPOCHS = 12
-# each row's overrides are added to those of every kept row before it; rows with keep=False are
-# alternatives tried on top of the recipe so far and not carried on
+SEEDS = (1, 2, 3)
+# (name, label, carried on, overrides); each row's overrides are added to those of every
+# carried row before it
 ROWS = [
-    ("plain", "fixed windows, constant rate, no clipping", True,
-     {"train.random_offset": "false", "train.schedule": "constant",
+    ("plain", "GRU-512, fixed windows, constant rate, no clipping", True,
+     {"train.epochs": "12", "train.random_offset": "false", "train.schedule": "constant",
       "train.warmup_steps": "0", "train.clipnorm": "0"}),
     ("offset", "+ fresh random offset each epoch", True, {"train.random_offset": "true"}),
     ("schedule", "+ cosine decay after warm-up", True, {"train.schedule": "cosine", "train.warmup_steps": "200"}),
-    ("clip", "+ global gradient clipping (the default CPU recipe)", True, {"train.clipnorm": "1.0"}),
-    ("dropout", "instead: + dropout on embedding and GRU outputs", False, {"train.dropout": "0.2"}),
-    ("decay", "instead: + AdamW weight decay", False, {"train.weight_decay": "0.1"}),
+    ("clip", "+ global gradient clipping (params.yaml's recipe, 12 epochs)", True, {"train.clipnorm": "1.0"}),
+    ("decay", "+ AdamW weight decay 0.1", True, {"train.weight_decay": "0.1"}),
 ]
 
 
-def run_row(clone: Path, name: str, overrides: dict, log: Path, env: dict) -> float:
+def run_one(clone: Path, name: str, overrides: dict, log: Path, env: dict) -> float:
     args = ["dvc", "exp", "run", "--force", "-n", name]
     for key, value in overrides.items():
         args += ["-S", f"{key}={value}"]
@@ -48,15 +54,38 @@ def run_row(clone: Path, name: str, overrides: dict, log: Path, env: dict) -> fl
     seconds = time.perf_counter() - start
     if done.returncode != 0:  # the log may sit in the clone's temporary directory: show its end
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
-        sys.exit(f"{tail}\nrow {name} failed (exit {done.returncode}); the end of its output is above")
+        sys.exit(f"{tail}\nrun {name} failed (exit {done.returncode}); the end of its output is above")
     return seconds
 
 
 def metrics(clone: Path) -> dict:
     held = json.loads((clone / "metrics/perplexity.json").read_text())
     train = json.loads((clone / "metrics/train.json").read_text())
-    return {"loss": held["loss"], "bpc": held["bpc"], "best_epoch": train["best_epoch"],
-            "epochs": train["epochs"], "train_loss": train["loss"], "val_loss": train["val_loss"]}
+    copying = json.loads((clone / "metrics/samples.json").read_text())
+    return {"loss": held["loss"], "bpc": held["bpc"], "best_epoch": train["best_epoch"], "epochs": train["epochs"],
+            "copied_frac_20": copying["copied_frac_20"], "longest_copied": copying["longest_copied"]}
+
+
+def summary(runs: list[dict]) -> dict:
+    losses = [r["loss"] for r in runs]
+    return {"n": len(runs), "mean": statistics.fmean(losses),
+            "sd": statistics.stdev(losses) if len(losses) > 1 else float("nan"),
+            "seconds": statistics.fmean(r["seconds"] for r in runs),
+            "copied_frac_20": statistics.fmean(r["copied_frac_20"] for r in runs),
+            "longest_copied": statistics.fmean(r["longest_copied"] for r in runs),
+            "best_epochs": "/".join(str(r["best_epoch"]) for r in runs)}
+
+
+def verdict(row: dict, base: dict | None) -> str:
+    """The change against `base`, called a gain or a loss only beyond two standard errors."""
+    if base is None:
+        return ""
+    diff = row["mean"] - base["mean"]
+    se = math.sqrt(row["sd"] ** 2 / row["n"] + base["sd"] ** 2 / base["n"])
+    if math.isnan(se):
+        return f"{diff:+.4f} (one seed: cannot tell from noise)"
+    word = "gain" if diff < -2 * se else "worse" if diff > 2 * se else "noise"
+    return f"{diff:+.4f} ± {2 * se:.4f}: {word}"
 
 
 def minutes(seconds: float) -> str:
@@ -64,26 +93,24 @@ def minutes(seconds: float) -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ["configuration (cumulative `-S` overrides)", "whole `dvc exp run`", "held-out nats",
-            "bits/char", "best epoch", "vs the recipe before", "vs first row"]
+    head = ["configuration (`-S` overrides on the row before)", "seeds", "held-out nats (mean ± sd)", "bits/char",
+            "whole `dvc exp run`", "best epochs", "copied 20-grams", "longest copy", "vs the recipe before"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, r in enumerate(results):
+    for r in results:
         sets = " ".join(f"`-S {k}={v}`" for k, v in r["overrides"].items())
-        base = next((b for b in reversed(results[:i]) if b["keep"]), None)
-        prev = "" if base is None else f"{r['loss'] - base['loss']:+.4f}"
-        first = "" if i == 0 else f"{r['loss'] - results[0]['loss']:+.4f}"
-        lines.append(f"| {r['label']}: {sets} | {minutes(r['seconds'])} | {r['loss']:.4f} | "
-                     f"{r['bpc']:.4f} | {r['best_epoch']} of {r['epochs']} | {prev} | {first} |")
+        lines.append(f"| {'instead: ' if not r['keep'] else ''}{r['label']}: {sets} | {r['n']} | "
+                     f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['mean'] / math.log(2):.4f} | {minutes(r['seconds'])} | "
+                     f"{r['best_epochs']} | {r['copied_frac_20']:.1%} | {r['longest_copied']:.0f} | {r['verdict']} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=TINY, help="tiny shakespeare (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--rows", default=",".join(r[0] for r in ROWS),
                         help="comma-separated row names, in order (default: all)")
-    parser.add_argument("--out", type=Path, help="also keep each row's log and metrics here")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per row (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="also keep each run's log and metrics here")
     args = parser.parse_args()
     if not args.corpus.is_file():
         sys.exit(f"no corpus at {args.corpus}: pass --corpus with the path of tinyshakespeare.txt")
@@ -91,12 +118,14 @@ def main() -> None:
     unknown = set(wanted) - {r[0] for r in ROWS}
     if unknown:
         sys.exit(f"unknown rows {sorted(unknown)}; the rows are {[r[0] for r in ROWS]}")
+    seeds = list(range(1, args.seeds + 1))
 
-    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", CHARRNN_TRACKING="0")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     print(f"# CPU quality ablation\n\n{machine()}; {now()}; load before: {load()}\n"
-          f"corpus {args.corpus}, {args.epochs} epochs, commit {commit}\n", flush=True)
-    results, kept = [], {"data.source": str(args.corpus.resolve()), "train.epochs": str(args.epochs)}
+          f"corpus {args.corpus}, seeds {seeds}, commit {commit}\n", flush=True)
+    results, kept, base = [], {"data.source": str(args.corpus.resolve())}, None
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="charrnn-quality-") as tmp:
         clone = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
@@ -104,20 +133,28 @@ def main() -> None:
         logs.mkdir(parents=True, exist_ok=True)
         for name, label, keep, change in ROWS:
             overrides = {**kept, **change}
+            row_base = base
             if keep:
                 kept = overrides
             if name not in wanted:
                 continue
-            seconds = run_row(clone, name, overrides, logs / f"{name}.log", env)
-            row = {"name": name, "label": label, "keep": keep, "overrides": change if results else overrides,
-                   "seconds": seconds, **metrics(clone)}
+            runs = []
+            for seed in seeds:
+                run_name = f"{name}-seed{seed}"
+                seconds = run_one(clone, run_name, {**overrides, "train.seed": str(seed)}, logs / f"{run_name}.log", env)
+                runs.append({"seed": seed, "seconds": seconds, **metrics(clone)})
+                print(f"{run_name}: {minutes(seconds)}, held-out {runs[-1]['loss']:.4f} nats, best epoch "
+                      f"{runs[-1]['best_epoch']}, copied {runs[-1]['copied_frac_20']:.1%}, load {load()}", flush=True)
+                if args.out:
+                    (args.out / f"{run_name}.json").write_text(json.dumps(runs[-1], indent=2) + "\n")
+                    shutil.copy(clone / "metrics/history.csv", args.out / f"{run_name}-history.csv")
+            row = {"name": name, "label": label, "keep": keep, "overrides": change, **summary(runs), "runs": runs}
+            row["verdict"] = verdict(row, row_base)
             results.append(row)
-            print(f"{name}: {minutes(seconds)}, held-out {row['loss']:.4f} nats, "
-                  f"{row['bpc']:.4f} bpc, best epoch {row['best_epoch']}, load {load()}", flush=True)
-            if args.out:
-                (args.out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
-                shutil.copy(clone / "metrics/history.csv", args.out / f"{name}-history.csv")
-    print("\n" + table(results))
+            if keep:
+                base = row
+    print(f"\n{table(results)}\n\n{len(results)} row(s) x {len(seeds)} seed(s) in "
+          f"{minutes(time.perf_counter() - started)}; load after: {load()}")
 
 
 if __name__ == "__main__":

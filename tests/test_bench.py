@@ -54,26 +54,28 @@ def test_window_batches_are_shuffled_shifted_windows():
     assert all((y == x + 1).all() for x, y in batches)
 
 
-def test_quality_table_names_each_rows_overrides():
+def test_a_change_is_a_gain_only_beyond_two_standard_errors():
     import quality
 
-    rows = [{"label": "plain", "keep": True, "overrides": {"train.epochs": "12"}, "seconds": 661.0, "loss": 1.52,
-             "bpc": 2.19, "best_epoch": 12, "epochs": 12},
-            {"label": "+ offsets", "keep": True, "overrides": {"train.random_offset": "true"}, "seconds": 650.0, "loss": 1.50,
-             "bpc": 2.16, "best_epoch": 11, "epochs": 12}]
-    lines = quality.table(rows).splitlines()
-    assert "`-S train.epochs=12`" in lines[2] and "11 min 01 s" in lines[2]
-    assert "`-S train.random_offset=true`" in lines[3] and "-0.0200" in lines[3] and "11 of 12" in lines[3]
+    def row(losses):
+        return quality.summary([{"loss": x, "seconds": 600.0, "copied_frac_20": 0.01, "longest_copied": 20,
+                                 "best_epoch": 12} for x in losses])
+
+    base = row([1.480, 1.482, 1.484])  # mean 1.482, sd 0.002
+    assert quality.verdict(row([1.470, 1.471, 1.472]), base).endswith("gain")  # -0.011, 2 se = 0.0037
+    assert quality.verdict(row([1.479, 1.481, 1.483]), base).endswith("noise")  # -0.001
+    assert quality.verdict(row([1.490, 1.491, 1.492]), base).endswith("worse")
+    assert "cannot tell from noise" in quality.verdict(row([1.47]), row([1.48]))
+    assert quality.verdict(base, None) == ""
 
 
-def test_quality_alternatives_compare_with_the_recipe_not_each_other():
+def test_quality_table_shows_mean_sd_and_the_verdict():
     import quality
 
-    def row(label, keep, loss):
-        return {"label": label, "keep": keep, "overrides": {}, "seconds": 600.0, "loss": loss, "bpc": 2.0,
-                "best_epoch": 12, "epochs": 12}
-
-    lines = quality.table([row("plain", True, 1.50), row("recipe", True, 1.48),
-                           row("dropout", False, 1.49), row("decay", False, 1.47)]).splitlines()
-    assert "+0.0100" in lines[4] and "-0.0100" in lines[5]  # each against 1.48, not against 1.49
-    assert "-0.0300" in lines[5]  # and against the first row
+    runs = [{"loss": x, "seconds": 661.0, "copied_frac_20": 0.02, "longest_copied": 24, "best_epoch": 12}
+            for x in (1.50, 1.52)]
+    row = {"label": "plain", "keep": True, "overrides": {"train.epochs": "12"}, **quality.summary(runs),
+           "verdict": ""}
+    line = quality.table([row]).splitlines()[2]
+    assert "`-S train.epochs=12`" in line and "1.5100 ± 0.0141" in line and "11 min 01 s" in line
+    assert "12/12" in line and "2.0%" in line
