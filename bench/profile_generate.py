@@ -8,13 +8,9 @@ matmuls is visible:
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
-from pathlib import Path
 
 
-import common  # noqa: E402
+import common  # first: quiets TensorFlow before anything imports it
 
 
 def main():

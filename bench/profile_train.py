@@ -9,15 +9,10 @@ the gap to the hardware limit is visible:
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 
-import numpy as np  # noqa: E402
-
-import common  # noqa: E402
+import common  # first: quiets TensorFlow before anything imports it
 
 
 def timed(f, reps):

@@ -11,16 +11,13 @@ Prints a Markdown table (pasted into BENCHMARKS.md) with the load average before
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-import numpy as np  # noqa: E402
-
-import common  # noqa: E402
+import common  # first: quiets TensorFlow before anything imports it
+import numpy as np
 
 CONFIGS = {"tutorial": dict(embedding_dim=256, units=1024), "small": dict(embedding_dim=256, units=256)}
 SEQ, BATCH = 100, 64
@@ -31,8 +28,6 @@ def log(msg: str) -> None:
 
 
 def bench_training(name, text, workdir, steps):
-    import keras
-    import tensorflow as tf
 
     import reference
     from charrnn import records, training

@@ -72,7 +72,7 @@ def run(mode: str, params: TrainParams, vocab, train_ids, val_ids, seq_length: i
 
     batches = {"windows": window_batches, "stateful": stream_batches}[mode]
     zeros = model.initial_states(params.batch_size)
-    best, best_epoch, best_weights, seconds = math.inf, 0, None, 0.0
+    best, best_epoch, seconds = math.inf, 0, 0.0
     for epoch in range(params.epochs):
         rng = np.random.default_rng([params.seed, epoch])
         states, losses, start = zeros, [], time.perf_counter()
@@ -85,7 +85,7 @@ def run(mode: str, params: TrainParams, vocab, train_ids, val_ids, seq_length: i
         print(f"{mode} epoch {epoch + 1}: train {np.mean(losses):.4f}, held-out {held:.4f} "
               f"({len(losses)} steps, {seconds:.0f} s so far)", flush=True)
         if held < best:
-            best, best_epoch, best_weights = held, epoch + 1, model.get_weights()
+            best, best_epoch = held, epoch + 1
     return {"mode": mode, "loss": best, "bpc": best / math.log(2), "best_epoch": best_epoch,
             "epochs": params.epochs, "steps": steps, "seconds": seconds}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.reprocheck import VOLATILE, compare, lock_outputs
+from charrnn.reprocheck import compare, lock_outputs
 from tests.project import make_project, shakespeare_like
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from charrnn import generation, outputs, registry, serving, tracking
+from charrnn import batching, generation, modelcard, outputs, registry, serving, tracking
 from charrnn import model as model_lib
 from charrnn.modeldir import ModelConfig
 from charrnn.params import Params
@@ -44,7 +44,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(model_dir):
-    return serving.load(str(model_dir))
+    return modelcard.load(str(model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_an_answer_is_generate_text_of_the_same_request(client, generator, given
     wanted = expected(generator, ["ROMEO:"], **given)
     assert body["texts"] == wanted and len(wanted[0]) == len("ROMEO:") + given.get("num_chars", 200)
     assert body["model"] == client.app.state.served.name and body["warnings"] == []
-    assert {k: body[k] for k in serving.FALLBACK_DEFAULTS} == {**serving.FALLBACK_DEFAULTS, **given}
+    assert {k: body[k] for k in modelcard.FALLBACK_DEFAULTS} == {**modelcard.FALLBACK_DEFAULTS, **given}
 
 
 def test_several_prompts_are_the_rows_of_one_generate_text(client, generator):
@@ -147,7 +147,7 @@ def test_health_card_stats_and_page(client):
     assert card["architecture"].items() >= {"vocab_size": VOCAB.size, "embedding_dim": 8, "units": 32, "layers": 2,
                                             "cell": "gru", "dropout": 0.0}.items()
     assert "vocab_fingerprint" not in card["architecture"]
-    assert card["sampling_defaults"] == serving.FALLBACK_DEFAULTS  # no run knows this model's sample params
+    assert card["sampling_defaults"] == modelcard.FALLBACK_DEFAULTS  # no run knows this model's sample params
     assert card["corpus"] is None and card["held_out"] is None and card["mlflow"] is None  # no store: unknown
     assert card["limits"]["max_chars"] == 2_000 and card["limits"]["max_prompts"] == 8
     stats = client.get("/v1/stats").json()
@@ -269,7 +269,7 @@ class FailingOnce:
 
 def test_a_failure_in_generation_is_a_masked_json_500_logged_and_the_server_goes_on(served, generator, caplog):
     engine = FailingOnce(generator)
-    broken = serving.Served(served.name, engine, served.vocab, served.defaults, served.card)
+    broken = modelcard.Served(served.name, engine, served.vocab, served.defaults, served.card)
     with caplog.at_level(logging.ERROR, logger="charrnn.serving"), TestClient(serving.create_app(broken)) as c:
         r = c.post("/v1/generate", json={"prompt": "ROMEO:", "num_chars": 20})
         assert r.status_code == 500 and r.headers["content-type"] == "application/json"
@@ -323,14 +323,14 @@ async def run_jobs(batcher, requests, start_after: int | None = None):
     first_piece = asyncio.Event()
     early = requests if start_after is None else requests[:start_after]
     for prompts, given in early:
-        jobs.append(serving.Job(prompts, given))
+        jobs.append(batching.Job(prompts, given))
         batcher.submit(jobs[-1])
     batcher.start()  # every job submitted so far joins the first step together
     tasks = [asyncio.create_task(collect(j)) for j in jobs]
     if start_after is not None:
         await first_piece.wait()
         for prompts, given in requests[start_after:]:
-            jobs.append(serving.Job(prompts, given))
+            jobs.append(batching.Job(prompts, given))
             batcher.submit(jobs[-1])
             tasks.append(asyncio.create_task(collect(jobs[-1])))
     texts = await asyncio.gather(*tasks)
@@ -356,7 +356,7 @@ def want(generator, requests):
 
 
 def test_requests_batched_together_get_their_lone_answers(generator):
-    batcher = serving.Batcher(generator, max_batch=64, chunk=10)
+    batcher = batching.Batcher(generator, max_batch=64, chunk=10)
     got = asyncio.run(run_jobs(batcher, REQUESTS))
     assert got == want(generator, REQUESTS)
     assert batcher.counts["max_rows"] == 8  # all of them in one batch
@@ -365,29 +365,29 @@ def test_requests_batched_together_get_their_lone_answers(generator):
 
 
 def test_a_request_joining_mid_generation_gets_its_lone_answer(generator):
-    batcher = serving.Batcher(generator, max_batch=64, chunk=4)
+    batcher = batching.Batcher(generator, max_batch=64, chunk=4)
     got = asyncio.run(run_jobs(batcher, REQUESTS, start_after=1))
     assert got == want(generator, REQUESTS)
     assert batcher.counts["max_rows"] > 1  # they did share steps
 
 
 def test_max_batch_bounds_the_rows_and_every_request_still_gets_its_answer(generator):
-    batcher = serving.Batcher(generator, max_batch=3, chunk=8)
+    batcher = batching.Batcher(generator, max_batch=3, chunk=8)
     assert asyncio.run(run_jobs(batcher, REQUESTS)) == want(generator, REQUESTS)
     assert batcher.counts["max_rows"] == 3
 
 
 def test_no_batching_runs_one_request_at_a_time(generator):
-    batcher = serving.Batcher(generator, chunk=16, batching=False)
+    batcher = batching.Batcher(generator, chunk=16, batching=False)
     assert asyncio.run(run_jobs(batcher, REQUESTS)) == want(generator, REQUESTS)
     assert batcher.counts["max_rows"] == 3  # the largest request alone
 
 
 def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator):
     async def scenario():
-        batcher = serving.Batcher(generator, chunk=2)
-        long_job = serving.Job(["ROMEO:"], settings(5_000, 1))
-        other = serving.Job(["a"], settings(40, 2))
+        batcher = batching.Batcher(generator, chunk=2)
+        long_job = batching.Job(["ROMEO:"], settings(5_000, 1))
+        other = batching.Job(["a"], settings(40, 2))
         batcher.submit(long_job)
         batcher.submit(other)
         batcher.start()
@@ -424,7 +424,7 @@ def test_concurrent_http_requests_get_their_lone_answers_plain_or_streamed(serve
     answers = asyncio.run(together())
     for body, r in zip(bodies, answers):
         texts = joined(events(r.text)) if body["stream"] else r.json()["texts"]
-        assert texts == expected(generator, body["prompts"], **{k: body[k] for k in serving.FALLBACK_DEFAULTS})
+        assert texts == expected(generator, body["prompts"], **{k: body[k] for k in modelcard.FALLBACK_DEFAULTS})
     assert app.state.batcher.counts["max_rows"] > 3  # requests were merged, not run one by one
 
 
@@ -467,14 +467,25 @@ def test_a_plain_request_whose_client_goes_away_ends_and_frees_its_rows(served):
 
 def test_too_many_waiting_requests_get_503(generator):
     async def scenario():
-        batcher = serving.Batcher(generator, max_waiting=2)  # not started: nothing leaves the queue
-        batcher.submit(serving.Job(["a"], settings(5, 1)))
-        batcher.submit(serving.Job(["a"], settings(5, 1)))
-        with pytest.raises(serving.ApiError, match="busy: 2 requests are waiting") as e:
-            batcher.submit(serving.Job(["a"], settings(5, 1)))
-        assert e.value.status == 503
+        batcher = batching.Batcher(generator, max_waiting=2)  # not started: nothing leaves the queue
+        batcher.submit(batching.Job(["a"], settings(5, 1)))
+        batcher.submit(batching.Job(["a"], settings(5, 1)))
+        with pytest.raises(batching.Busy, match="busy: 2 requests are waiting"):
+            batcher.submit(batching.Job(["a"], settings(5, 1)))
 
     asyncio.run(scenario())
+
+
+def test_a_busy_batcher_is_a_503(generator, monkeypatch):
+    app = serving.create_app(modelcard.Served("tiny", generator, generator.vocab, dict(modelcard.FALLBACK_DEFAULTS), {}))
+
+    def busy(job):
+        raise batching.Busy("busy: 1024 requests are waiting already; try again shortly")
+
+    with TestClient(app) as client:
+        monkeypatch.setattr(app.state.batcher, "submit", busy)
+        answer = client.post("/v1/generate", json={"prompt": "ab"})
+    assert answer.status_code == 503 and answer.json() == {"error": "busy: 1024 requests are waiting already; try again shortly"}
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -523,7 +534,7 @@ def test_a_port_in_use_is_one_clear_error(served):
 
 def test_a_missing_model_is_one_clear_error(tmp_path):
     with pytest.raises(model_lib.ModelError, match="does not exist"):
-        serving.load(str(tmp_path / "absent"))
+        modelcard.load(str(tmp_path / "absent"))
 
 
 # --- the model card, from a project with an MLflow store -----------------------------------------
@@ -569,7 +580,7 @@ def store_bytes(root: Path) -> bytes:
 def test_the_card_of_a_model_directory_tells_where_it_came_from(tracked_project):
     root, run_id, version = tracked_project
     before = store_bytes(root)
-    card = serving.load(str(root / "data" / "model")).card
+    card = modelcard.load(str(root / "data" / "model")).card
     assert store_bytes(root) == before  # only read
     assert card["corpus"] == {"source": "https://***@example.com/corpus.txt?token=***", "sha256": "c" * 64}
     assert card["held_out"] == {"loss": 1.56, "bpc": 2.25, "perplexity": 4.76, "from": "metrics/perplexity.json"}
@@ -581,7 +592,7 @@ def test_the_card_of_a_model_directory_tells_where_it_came_from(tracked_project)
 
 def test_a_model_directory_serves_with_its_runs_sample_defaults(tracked_project):
     root, _, _ = tracked_project
-    served = serving.load(str(root / "data" / "model"))
+    served = modelcard.load(str(root / "data" / "model"))
     assert served.defaults == {"num_chars": 33, "temperature": 0.7, "top_k": 3, "top_p": 0.9, "seed": 5}
     with TestClient(serving.create_app(served, max_chars=20)) as c:
         body = c.post("/v1/generate", json={"prompt": "ROMEO:"}).json()
@@ -593,7 +604,7 @@ def test_a_registered_model_is_served_from_the_store(tracked_project, monkeypatc
     root, run_id, version = tracked_project
     monkeypatch.chdir(root / "data")  # anywhere inside the project
     before = store_bytes(root)
-    served = serving.load("models:/charrnn@champion")
+    served = modelcard.load("models:/charrnn@champion")
     assert store_bytes(root) == before and not (root / "data" / "mlflow.db").exists()
     saved = tf.saved_model.load(str(root / "data" / "generator"))
     card = served.card
@@ -611,7 +622,7 @@ def test_a_registered_model_is_served_from_the_store(tracked_project, monkeypatc
 
 def test_a_project_without_a_store_gets_no_provenance_and_no_new_store(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    served = serving.load(str(save_tiny_model(tmp_path / "data" / "model")))
+    served = modelcard.load(str(save_tiny_model(tmp_path / "data" / "model")))
     assert served.card["mlflow"] is None and served.card["held_out"] is None
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -621,7 +632,7 @@ def test_an_unreadable_store_is_a_warning_not_a_failure(tmp_path, caplog):
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"not a database at all" * 100)
     with caplog.at_level(logging.WARNING, logger="charrnn.serving"):
-        served = serving.load(str(save_tiny_model(tmp_path / "data" / "model")))
+        served = modelcard.load(str(save_tiny_model(tmp_path / "data" / "model")))
     assert served.card["mlflow"] is None
     assert "no MLflow provenance" in caplog.text
 

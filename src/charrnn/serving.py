@@ -33,15 +33,8 @@ A failure after the first event ends the stream with `event: error` and data {"e
 A client that goes away (mid-stream, or while waiting for a plain answer) frees its rows at the
 next chunk.
 
-Batching. A row's text depends only on its own prompt, settings, seed, row index and position
-(charrnn.generation), never on the rows beside it, so requests can share batches freely and
-every answer equals `Generator.generate_text` (or the SavedModel's `generate`) for the same
-request alone. One worker thread owns the model. Each step it admits the requests that arrived
-meanwhile (first come, first served, while their rows fit in --max-batch), runs `start` on their
-prompts, then advances every row with one `extend` of n = min(--chunk, the fewest characters
-any row still needs) characters: nobody's text is generated past its end, finished requests
-leave at once, and a request arriving mid-generation waits at most one step. --no-batching
-admits a request only into an empty batch (the benchmark's baseline).
+Batching: charrnn.batching (one worker thread merges the requests that arrive while it is busy).
+The model and its card: charrnn.modelcard.
 
 Errors. Every error is JSON {"error": "<one clear line>"}: 400 for a body that is not UTF-8 JSON,
 413 over 1 MB, 422 for a body the rules reject (generation.check_prompts and check_settings,
@@ -53,44 +46,32 @@ start (bad options, no model, a port in use) says why in one `error:` line, exit
 
 import argparse
 import asyncio
-import atexit
-import collections
 import difflib
 import json
 import logging
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
-
-import numpy as np
+from typing import Iterator, NamedTuple
 
 from charrnn import paths
+from charrnn.batching import DEFAULT_CHUNK, MAX_BATCH, Batcher, Busy, Cancelled, Failed, Job
 from charrnn.errors import CharrnnError
+from charrnn.modelcard import FALLBACK_DEFAULTS, SETTING_TYPES, Served, load
 from charrnn.params import MAX_NUM_CHARS, MAX_PROMPTS
 from charrnn.redact import format_exception, redact
 
 MAX_BODY_BYTES = 1_000_000
-MAX_BATCH = 64  # the batch-invariance of generation is tested up to 64 rows
-# Characters per step: how often new requests can join and streams advance. Each extend call costs
-# ~2 ms beyond its characters on a 2-core CPU: 50 keeps that under ~10% of a default-size model's
-# step, and a newcomer waits at most one step (~10 ms alone, ~30 ms with 64 rows).
-DEFAULT_CHUNK = 50
 DEFAULT_MAX_CHARS = 10_000
 DEFAULT_MAX_PROMPT_CHARS = 10_000  # a prompt is run through the model before anyone's next step
-MAX_WAITING = 1_024  # requests queued for a place in the batch before new ones get 503
 DISCONNECT_POLL_S = 0.5
 MAX_ERROR_CHARS = 1_000
-FALLBACK_DEFAULTS = {"num_chars": 200, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "seed": 0}
-SETTING_TYPES = {"num_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int}
 FIELDS = ("prompt", "prompts", *FALLBACK_DEFAULTS, "stream")
 LISTENING = "charrnn serve: listening on "
 
@@ -98,7 +79,7 @@ log = logging.getLogger("charrnn.serving")
 
 
 class ServeError(CharrnnError):
-    """A server that cannot start: bad options, a model that cannot be loaded."""
+    """A server that cannot start: bad options, a port in use."""
 
 
 class ApiError(Exception):
@@ -107,202 +88,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-# --- the model and its card ---------------------------------------------------------------------
-
-
-@dataclass
-class Served:
-    """What the service runs: `engine` has the generator's graphs start and extend (a
-    charrnn.generation.Generator, or the exported SavedModel of a registered model)."""
-
-    name: str
-    engine: Any
-    vocab: Any  # charrnn.vocab.Vocabulary
-    defaults: dict
-    card: dict
-
-
-def load(model: str, root: Path | None = None) -> Served:
-    """A model directory, or a registered model (models:/name@alias, models:/name/version,
-    resolved in the project at `root`, default: the one holding the working directory)."""
-    if model.startswith("models:/"):
-        from charrnn import tracking
-
-        served = _load_registered(model, root or tracking.find_root())
-    else:
-        served = _load_directory(Path(model))
-    _warm_up(served)
-    return served
-
-
-def _load_directory(path: Path) -> Served:
-    from charrnn import generation, outputs
-    from charrnn import model as model_lib
-
-    keras_model, vocab = model_lib.load(path)
-    model_hash = outputs.model_hash(path)
-    root = _project_of(path)
-    found = _mlflow_record(root, model_hash) if root else None
-    params = found["params"] if found else {}
-    card = _card(str(path), vocab, _config(keras_model.config), model_hash, root, found)
-    return Served(redact(path), generation.Generator(keras_model, vocab), vocab,
-                  _defaults({k.removeprefix("sample."): v for k, v in params.items()}), card)
-
-
-def _load_registered(uri: str, root: Path) -> Served:
-    import tensorflow as tf
-    import yaml
-
-    from charrnn import registry
-    from charrnn.vocab import Vocabulary
-
-    dest = Path(tempfile.mkdtemp(prefix="charrnn-serve-"))
-    atexit.register(shutil.rmtree, dest, ignore_errors=True)
-    local, version = registry.resolve(root, uri, dest)
-    pyfunc = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))["flavors"]["python_function"]
-    files = {name: local / entry["path"] for name, entry in pyfunc["artifacts"].items()}
-    vocab = Vocabulary.load(files["vocab"])
-    model_hash = version.tags.get("charrnn.model_hash")
-    found = _mlflow_record(root, model_hash, version.run_id)
-    params = found["params"] if found else {}
-    card = _card(uri, vocab, _architecture(params, vocab), model_hash, None, found)
-    return Served(redact(f"{uri} (version {version.version})"), tf.saved_model.load(str(files["generator"])), vocab,
-                  _defaults(pyfunc.get("config") or {}), card)
-
-
-def _warm_up(served: Served) -> None:
-    """Trace / load the graphs now, not in the first request's time."""
-    x, state = served.engine.start([served.vocab.chars[0]])
-    one = lambda dtype, value: np.full(1, value, dtype)  # noqa: E731
-    served.engine.extend(x, state, np.int32(1), one(np.float32, 1.0), one(np.int32, 0), one(np.float32, 1.0),
-                         one(np.int64, 0), one(np.int64, 0), one(np.int64, 0))
-
-
-def _project_of(path: Path) -> Path | None:
-    from charrnn import tracking
-
-    try:
-        return tracking.find_root(path)
-    except CharrnnError:
-        return None
-
-
-def _mlflow_record(root: Path, model_hash: str | None, run_id: str | None = None) -> dict | None:
-    """The model's MLflow run (by id, else the newest tagged with its hash) and its newest
-    registered version, read-only. None without a store; a warning, never a failure, when the
-    store cannot be read."""
-    from charrnn import tracking
-
-    uri = tracking.tracking_uri(root)
-    try:
-        client = tracking.read_client(root)
-        if client is None:
-            return None
-        if run_id is not None:
-            run = client.get_run(run_id)
-        else:
-            experiments = [e.experiment_id for e in client.search_experiments()]
-            runs = client.search_runs(experiments, filter_string=f"tags.`{tracking.MODEL_HASH_TAG}` = '{model_hash}'",
-                                      order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
-            run = runs[0] if runs else None
-        versions = client.search_model_versions(f"tags.`{tracking.MODEL_HASH_TAG}` = '{model_hash}'") \
-            if model_hash else []
-        newest = max(versions, key=lambda v: int(v.version)) if versions else None
-        version = client.get_model_version(newest.name, newest.version) if newest else None  # with its aliases
-        experiment = client.get_experiment(run.info.experiment_id).name if run else None
-    except Exception as e:  # noqa: BLE001 - the card goes without, the model is served anyway
-        log.warning("the model card has no MLflow provenance: cannot read %s: %s: %s", redact(uri),
-                    type(e).__name__, redact(e))
-        return None
-    if run is None and version is None:
-        return None
-    tags = dict(run.data.tags) if run else {}
-    return {
-        "params": dict(run.data.params) if run else {},
-        "metrics": dict(run.data.metrics) if run else {},
-        "version_tags": dict(version.tags) if version else {},
-        "card": {"experiment": experiment, "run_id": run.info.run_id if run else None,
-                 "run_name": run.info.run_name if run else None,
-                 "dvc_experiment": tags.get("charrnn.dvc_exp_name") or (version.tags.get("charrnn.dvc_exp_name")
-                                                                        if version else None),
-                 "registered_model": version.name if version else None,
-                 "version": version.version if version else None,
-                 "aliases": list(getattr(version, "aliases", []) or []) if version else []},
-    }
-
-
-def _card(model: str, vocab, architecture: dict | None, model_hash: str | None, root: Path | None,
-          found: dict | None) -> dict:
-    params = found["params"] if found else {}
-    version_tags = found["version_tags"] if found else {}
-    source = params.get("data.source")
-    corpus = None
-    if source is not None or version_tags.get("charrnn.corpus_hash"):
-        corpus = {"source": redact(source) if source is not None else None,
-                  "sha256": version_tags.get("charrnn.corpus_hash")}
-    return {"model": redact(model), "model_hash": model_hash, "corpus": corpus, "vocab_size": vocab.size,
-            "architecture": architecture, "held_out": _held_out(root, model_hash, found),
-            "mlflow": found["card"] if found else None}
-
-
-def _held_out(root: Path | None, model_hash: str | None, found: dict | None) -> dict | None:
-    """Held-out loss / bpc / perplexity: the project's metrics/perplexity.json when it is this
-    model's, else the run's metrics, else the registered version's bpc tag."""
-    from charrnn import outputs
-
-    if root is not None and model_hash is not None:
-        try:
-            data = outputs.of_model(root / paths.HELD_OUT, model_hash)
-        except CharrnnError as e:
-            log.warning("%s", redact(e))
-            data = None
-        if data is not None:
-            return {k: data.get(k) for k in ("loss", "bpc", "perplexity")} | {"from": str(paths.HELD_OUT)}
-    metrics = found["metrics"] if found else {}
-    if "held_out_bpc" in metrics:
-        return {k: metrics.get(f"held_out_{k}") for k in ("loss", "bpc", "perplexity")} | {"from": "MLflow run"}
-    bpc = (found or {}).get("version_tags", {}).get("charrnn.held_out_bpc")
-    if bpc is not None:
-        return {"loss": None, "bpc": float(bpc), "perplexity": None, "from": "registered model version"}
-    return None
-
-
-def _config(config) -> dict:
-    """config.json for the card: without the vocabulary's fingerprint, and an adaptive softmax's
-    clusters as their sizes (the ids themselves can be thousands)."""
-    out = {k: v for k, v in asdict(config).items() if k != "vocab_fingerprint"}
-    if out.get("clusters"):
-        out["clusters"] = [len(ids) for ids in out["clusters"]]
-    return out
-
-
-def _architecture(params: dict, vocab) -> dict | None:
-    """The architecture a run's train.* params describe (a registered model has no config.json)."""
-    try:
-        return {"vocab_size": vocab.size, "embedding_dim": int(params["train.embedding_dim"]),
-                "units": int(params["train.units"]), "layers": int(params["train.layers"]),
-                "cell": params["train.cell"], "dropout": float(params["train.dropout"]),
-                **({"softmax": params["train.softmax"]} if "train.softmax" in params else {})}
-    except (KeyError, ValueError):
-        return None
-
-
-def _defaults(known: dict) -> dict:
-    """The sampling defaults: the model's own sample settings where known and valid, else the
-    fallbacks. MLflow params arrive as strings."""
-    from charrnn.generation import GenerationError, check_settings
-
-    defaults = {}
-    for name, fallback in FALLBACK_DEFAULTS.items():
-        try:
-            value = SETTING_TYPES[name](known[name])
-            check_settings(**{**FALLBACK_DEFAULTS, name: value}, max_chars=MAX_NUM_CHARS)
-        except (KeyError, ValueError, TypeError, GenerationError):
-            value = fallback
-        defaults[name] = value
-    return defaults
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -389,195 +174,6 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# --- the batcher --------------------------------------------------------------------------------
-
-
-class Job:
-    """One request: its prompts and settings, and the asyncio queue (of the event loop that
-    submitted it) where the worker thread puts its events: ("text", [piece per prompt]), then
-    ("done", None), ("error", message) or ("cancelled", None)."""
-
-    def __init__(self, prompts: list[str], settings: dict):
-        self.prompts = prompts
-        self.settings = settings
-        self.loop = asyncio.get_running_loop()
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.cancelled = False
-
-    def send(self, kind: str, payload=None) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
-        except RuntimeError:  # the loop is closed: nobody waits for this job any more
-            pass
-
-    def cancel(self) -> None:
-        self.cancelled = True  # read by the worker at the next step
-
-    async def pieces(self):
-        """The text pieces as they come (one per prompt), until the job is done."""
-        while True:
-            kind, payload = await self.events.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise ApiError(500, payload)
-            if kind == "cancelled":
-                raise ApiError(499, "cancelled: the client went away")  # nobody reads this answer
-            yield payload
-
-
-class Batch:
-    """The rows being generated: parallel arrays, one entry per row, and each row's job."""
-
-    def __init__(self):
-        self.jobs: list[Job] = []
-        self.rows: dict[str, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def add(self, job: Job, x: np.ndarray, state: np.ndarray) -> None:
-        k, s = len(job.prompts), job.settings
-        new = {"x": x, "state": state, "temperature": np.full(k, s["temperature"], np.float32),
-               "top_k": np.full(k, s["top_k"], np.int32), "top_p": np.full(k, s["top_p"], np.float32),
-               "seed": np.full(k, s["seed"], np.int64), "row": np.arange(k, dtype=np.int64),
-               "position": np.zeros(k, np.int64), "left": np.full(k, s["num_chars"], np.int64)}
-        self.rows = {key: np.concatenate([self.rows[key], new[key]]) for key in new} if self.jobs else new
-        self.jobs += [job] * k
-
-    def keep(self, mask: np.ndarray) -> None:
-        self.rows = {key: value[mask] for key, value in self.rows.items()}
-        self.jobs = [job for job, kept in zip(self.jobs, mask) if kept]
-
-
-class Batcher:
-    """The worker thread that owns the model (see the module docstring)."""
-
-    def __init__(self, engine, max_batch: int = MAX_BATCH, chunk: int = DEFAULT_CHUNK, batching: bool = True,
-                 max_waiting: int = MAX_WAITING):
-        self.engine, self.max_batch, self.chunk, self.batching = engine, max_batch, chunk, batching
-        self.max_waiting = max_waiting
-        self.batch = Batch()
-        self.waiting: collections.deque[Job] = collections.deque()
-        self.wake = threading.Condition()
-        self.stopping = False
-        self.thread: threading.Thread | None = None
-        self.counts = {"requests_served": 0, "requests_cancelled": 0, "chars_generated": 0, "steps": 0,
-                       "max_rows": 0}
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._run, name="charrnn-batcher", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        with self.wake:
-            self.stopping = True
-            self.wake.notify()
-        if self.thread is not None:
-            self.thread.join(timeout=30)
-
-    def submit(self, job: Job) -> None:
-        with self.wake:
-            if self.stopping:
-                raise ApiError(503, "the server is shutting down")
-            if len(self.waiting) >= self.max_waiting:
-                raise ApiError(503, f"busy: {len(self.waiting)} requests are waiting already; try again shortly")
-            self.waiting.append(job)
-            self.wake.notify()
-
-    def stats(self) -> dict:
-        return {"rows": len(self.batch), "waiting": len(self.waiting), **self.counts,
-                "max_batch": self.max_batch, "chunk": self.chunk, "batching": self.batching}
-
-    def _run(self) -> None:
-        while True:
-            with self.wake:
-                while not (self.stopping or self.waiting or len(self.batch)):
-                    self.wake.wait()
-                if self.stopping:
-                    break
-                admitted = self._next_jobs()
-            try:
-                self._admit(admitted)
-            except Exception as e:  # noqa: BLE001 - see _fail
-                self._fail(admitted, e)
-            try:
-                self._drop_cancelled()
-                if len(self.batch):
-                    self._step()
-            except Exception as e:  # noqa: BLE001
-                self._fail(self.batch.jobs, e)
-                self.batch = Batch()
-        with self.wake:
-            for job in dict.fromkeys([*self.batch.jobs, *self.waiting]):
-                job.send("error", "the server is shutting down")
-            self.waiting.clear()
-
-    def _next_jobs(self) -> list[Job]:
-        """The waiting jobs that join now, first come first served (under the lock)."""
-        if not self.batching and len(self.batch):
-            return []
-        taken, free = [], self.max_batch - len(self.batch)
-        while self.waiting and (self.batching or not taken):
-            job = self.waiting[0]
-            if job.cancelled:
-                self.waiting.popleft().send("cancelled")
-                self.counts["requests_cancelled"] += 1
-                continue
-            if self.batching and len(job.prompts) > free:
-                break
-            taken.append(self.waiting.popleft())
-            free -= len(job.prompts)
-        return taken
-
-    def _admit(self, jobs: list[Job]) -> None:
-        if not jobs:
-            return
-        x, state = self.engine.start([p for job in jobs for p in job.prompts])
-        x, state = x.numpy(), state.numpy()
-        offset = 0
-        for job in jobs:
-            k = len(job.prompts)
-            self.batch.add(job, x[offset:offset + k], state[offset:offset + k])
-            offset += k
-        self.counts["max_rows"] = max(self.counts["max_rows"], len(self.batch))
-
-    def _drop_cancelled(self) -> None:
-        cancelled = np.array([job.cancelled for job in self.batch.jobs], bool)
-        if cancelled.any():
-            for job in {job for job, c in zip(self.batch.jobs, cancelled) if c}:
-                job.send("cancelled")
-                self.counts["requests_cancelled"] += 1
-            self.batch.keep(~cancelled)
-
-    def _step(self) -> None:
-        rows = self.batch.rows
-        n = int(min(self.chunk, rows["left"].min()))
-        text, x, state = self.engine.extend(rows["x"], rows["state"], np.int32(n), rows["temperature"], rows["top_k"],
-                                            rows["top_p"], rows["seed"], rows["row"], rows["position"])
-        rows["x"], rows["state"] = x.numpy(), state.numpy()
-        rows["position"] += n
-        rows["left"] -= n
-        pieces: dict[Job, list[str]] = {}
-        for job, piece in zip(self.batch.jobs, text.numpy()):
-            pieces.setdefault(job, []).append(piece.decode("utf-8"))
-        for job, texts in pieces.items():
-            job.send("text", texts)
-        finished = rows["left"] == 0
-        for job in {job for job, done in zip(self.batch.jobs, finished) if done}:
-            job.send("done")
-            self.counts["requests_served"] += 1
-        self.counts["chars_generated"] += n * len(self.batch)
-        self.counts["steps"] += 1
-        self.batch.keep(~finished)
-
-    def _fail(self, jobs: list[Job], e: Exception) -> None:
-        """A bug or a TensorFlow failure: these jobs get a 500, the worker goes on with the rest."""
-        log.error("generation failed; %d request(s) get a 500:\n%s", len(set(jobs)), format_exception(e))
-        for job in dict.fromkeys(jobs):  # each job once
-            job.send("error", f"internal error: {type(e).__name__}: {redact(e)}")
-
-
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -653,7 +249,10 @@ def create_app(model: str | Path | Served, max_chars: int = DEFAULT_MAX_CHARS, m
     async def generate(request: Request):
         prompts, settings, stream, warnings = read_request(parse_body(await read_body(request)), served, limits)
         job = Job(prompts, settings)
-        batcher.submit(job)
+        try:
+            batcher.submit(job)
+        except Busy as e:
+            raise ApiError(503, str(e)) from None
         summary = {"model": served.name, **settings, "warnings": warnings}
         if stream:
             return EventSourceResponse(_events(job, summary))
@@ -674,6 +273,10 @@ async def _collect(job: Job, request) -> list[str]:
     try:
         async for pieces in job.pieces():
             texts = [t + p for t, p in zip(texts, pieces)]
+    except Failed as e:
+        raise ApiError(500, str(e)) from None
+    except Cancelled:
+        raise ApiError(499, "cancelled: the client went away") from None  # nobody reads this answer
     finally:
         watcher.cancel()
         job.cancel()  # a no-op once done; frees the rows if we are cancelled ourselves
@@ -693,8 +296,8 @@ async def _events(job: Job, summary: dict):
             for i, piece in enumerate(pieces):
                 yield event({"index": i, "text": piece})
         yield event(summary, "done")
-    except ApiError as e:
-        yield event({"error": str(e)}, "error")
+    except (Failed, Cancelled) as e:
+        yield event({"error": str(e) or "cancelled"}, "error")
     finally:
         job.cancel()  # the client went away (Starlette cancels this generator), or a no-op
 
