@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-
 import common  # first: quiets TensorFlow before anything imports it
+import numpy as np
 
 
 def timed(f, reps):
