@@ -160,8 +160,23 @@ def test_each_experiment_is_one_run_with_everything(experiments, server):
         assert tags["charrnn.stage.sample"] == tags["charrnn.stage.evaluate_perplexity"] == "FINISHED"
         artifacts = {f["path"] for f in server.get("artifacts/list", run_id=run_id)["files"]}
         assert {"model", "samples", "vocab.json", "history.csv", "loss_curve.png"} <= artifacts
-        samples = server.get("artifacts/list", run_id=run_id, path="samples")["files"]
-        assert len(samples) == 2
+        samples = {f["path"] for f in server.get("artifacts/list", run_id=run_id, path="samples")["files"]}
+        assert samples == {"samples/sample-000.txt", "samples/sample-001.txt", "samples/temperatures.md"}
+        metrics = {m["key"] for m in run["data"]["metrics"]}
+        assert {"copied_frac_20", "copied_frac_50", "longest_copied", "distinct_4"} <= metrics
+
+
+def test_each_trained_model_is_a_logged_model_and_a_registered_version(experiments, server):
+    experiment = server.get("experiments/get-by-name", experiment_name="charrnn")["experiment"]
+    logged = server.post("logged-models/search", {"experiment_ids": [experiment["experiment_id"]]})["models"]
+    assert len(logged) == len(EXPERIMENTS) and {m["info"]["name"] for m in logged} == {"generator"}
+    versions = server.get("model-versions/search", filter="name='charrnn'")["model_versions"]
+    by_experiment = {next(t["value"] for t in v["tags"] if t["key"] == "charrnn.dvc_exp_name"): v for v in versions}
+    assert sorted(by_experiment) == sorted(EXPERIMENTS)  # one version per trained model, none for `cooler`
+    for v in versions:
+        tags = {t["key"]: t["value"] for t in v["tags"]}
+        assert float(tags["charrnn.held_out_bpc"]) > 0 and len(tags["charrnn.model_hash"]) == 64
+        assert len(tags["charrnn.corpus_hash"]) == 64
 
 
 def test_runs_table_in_the_terminal(experiments):

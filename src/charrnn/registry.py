@@ -39,13 +39,15 @@ def signature_defaults(sample) -> dict:
 def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path, model_hash: str,
              tags: dict[str, str], defaults: dict) -> str | None:
     """Log the pyfunc model into `run` and make it a version of the registered model `name`,
-    unless a version of this model (by hash) exists already: then only its tags are updated.
+    unless a version of this model (by hash) exists already: then only the tags it lacks are
+    added, and its held-out bits per character updated.
     The version number, or None when tracking is off or failed (a warning says which)."""
     def action(client) -> str:
         tags_now = {**tags, tracking.MODEL_HASH_TAG: model_hash}
         existing = _version_of(client, name, model_hash)
-        if existing is not None:
-            _set_version_tags(client, name, existing.version, tags_now)
+        if existing is not None:  # keep where it came from (a later sample-only experiment did not train it)
+            fresh = {k: v for k, v in tags_now.items() if k not in existing.tags or k == HELD_OUT_BPC_TAG}
+            _set_version_tags(client, name, existing.version, fresh)
             return str(existing.version)
         logged = _log_model(client, run.run_id, generator_dir, vocab_path, defaults)
         _ensure_registered_model(client, name)
