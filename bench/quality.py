@@ -40,7 +40,8 @@ ROWS = [
     ("offset", "+ fresh random offset each epoch", True, {"train.random_offset": "true"}),
     ("schedule", "+ cosine decay after warm-up", True, {"train.schedule": "cosine", "train.warmup_steps": "200"}),
     ("clip", "+ global gradient clipping (params.yaml's recipe, 12 epochs)", True, {"train.clipnorm": "1.0"}),
-    ("decay", "+ AdamW weight decay 0.1", True, {"train.weight_decay": "0.1"}),
+    ("decay", "+ AdamW weight decay 0.5", True, {"train.weight_decay": "0.5"}),
+    ("longer", "+ 26 epochs (the CPU recipe)", True, {"train.epochs": "26"}),
 ]
 
 
