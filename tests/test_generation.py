@@ -230,6 +230,9 @@ def test_export_is_byte_identical_across_processes(tmp_path):
     ([], "non-empty list of prompts"),
     ("ROMEO:", "non-empty list of prompts"),
     (["ab", ""], "prompt 1 is empty"),
+    (["ab", None], "prompt 1 must be a string, got NoneType None"),
+    ([7], "prompt 0 must be a string, got int 7"),
+    ([b"ab"], "prompt 0 must be a string, got bytes"),
     (["ab", "?!"], r"prompt 1 .* no character of the model's vocabulary: .*sample\.prompts"),
     (["ab", "a\udcff"], "prompt 1 is not valid Unicode"),
 ])
@@ -263,3 +266,46 @@ def test_the_graph_refuses_invalid_requests_too():
         generator.generate(tf.constant(["ab", ""]), 5, 1.0, tf.constant(0, tf.int64), 0, 1.0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="top_p"):
         generator.generate(tf.constant(["ab"]), 5, 1.0, tf.constant(0, tf.int64), 0, 1.5)
+
+
+# --- the adaptive softmax (train.softmax: adaptive): log-probabilities as the logits -----------
+
+def adaptive_prompts():
+    from tests.test_adaptive import CHARS
+
+    return ["".join(CHARS[:3]), CHARS[40], CHARS[7] + "x" + CHARS[2]]
+
+
+@pytest.mark.parametrize("rnn_impl", ["keras", "fused"])
+def test_adaptive_generation_matches_a_step_by_step_reference(rnn_impl):
+    from tests.test_adaptive import VOCAB as LARGE, adaptive_model
+
+    model = adaptive_model(rnn_impl, layers=2)
+    assert model.use_fused() == (rnn_impl == "fused")
+    prompts = adaptive_prompts()
+    assert generate(model, LARGE, prompts, 12, 0.9, 42) == reference(model, LARGE, prompts, 12, 0.9, 42)
+
+
+def test_adaptive_model_never_generates_unk_even_when_it_prefers_it():
+    from tests.test_adaptive import VOCAB as LARGE, adaptive_model
+
+    model = adaptive_model()
+    head = model.head.head
+    bias = head.bias.numpy()
+    bias[model.config.clusters[0].index(UNK_ID)] = 1e4
+    head.bias.assign(bias)
+    prompts = adaptive_prompts()
+    for prompt, out in zip(prompts, generate(model, LARGE, prompts, 200, 1.0, seed=3)):
+        assert len(out) == len(prompt) + 200 and UNK not in out[len(prompt):]
+
+
+def test_adaptive_export_matches_python_and_batches_do_not_matter(tmp_path):
+    from tests.test_adaptive import VOCAB as LARGE, adaptive_model
+
+    generator = Generator(adaptive_model(units=32, layers=2), LARGE)
+    prompts = adaptive_prompts()
+    export(generator, tmp_path / "generator")
+    out = json.loads(run_python(RELOAD, str(tmp_path / "generator"), json.dumps(prompts)).splitlines()[-1])
+    assert out == generator.generate_text(prompts, 50, 0.8, seed=1, top_k=3, top_p=0.9)
+    alone = generator.generate_text(prompts[:1], 30, 1.0, 9)[0]
+    assert generator.generate_text(prompts, 30, 1.0, 9)[0] == alone

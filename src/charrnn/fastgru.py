@@ -16,8 +16,10 @@ memory each step while doing little arithmetic on it. This module computes the v
   CPU build they ran at about half the speed of the plain ones (bench/profile_train.py).
 
 Used by model.CharRNN for a GRU when nothing stands in the way (see `eligible`): training,
-evaluation. tests/test_fastgru.py checks it against the Keras layers: same logits, same loss,
-same gradients (to float rounding).
+evaluation; with either output layer (the Dense, or charrnn.adaptive's softmax, which training
+applies to `outputs` directly). tests/test_fastgru.py checks it against the Keras layers: same
+logits, same loss, same gradients (to float rounding); tests/test_adaptive.py with the adaptive
+softmax.
 """
 from __future__ import annotations
 
@@ -137,6 +139,8 @@ def step_fn(model, table=None):
             hh = tf.tanh(x_h + r * r_h)
             x = z * h + (1 - z) * hh
             new_states.append([x])
+        if model.adaptive:
+            return model.head(x), new_states
         return tf.matmul(x, model.dense.kernel.value) + model.dense.bias.value, new_states
 
     return step
@@ -150,6 +154,15 @@ def _read(variable):
 
 def forward(model, ids, states=None):
     """logits [B, T, V] and the new states of a CharRNN(GRU), computed by the fused path."""
+    x, new_states = outputs(model, ids, states)
+    if model.adaptive:
+        return model.head(tf.transpose(x, [1, 0, 2])), new_states
+    logits = tf.tensordot(x, model.dense.kernel.value, axes=1) + model.dense.bias.value
+    return tf.transpose(logits, [1, 0, 2]), new_states
+
+
+def outputs(model, ids, states=None):
+    """The last GRU layer's outputs, time-major [T, B, U], and the new states."""
     ids = tf.convert_to_tensor(ids)
     if not ids.dtype.is_integer:  # Keras builds a distributed model on a (float) averaged batch
         ids = tf.cast(ids, tf.int32)
@@ -167,5 +180,4 @@ def forward(model, ids, states=None):
         h0 = tf.zeros([batch, cell.units], xp.dtype) if states is None else tf.convert_to_tensor(states[i][0])
         x = gru_loop(xp, h0, _read(cell.recurrent_kernel), bias[1])
         new_states.append([x[-1]])
-    logits = tf.tensordot(x, model.dense.kernel.value, axes=1) + model.dense.bias.value
-    return tf.transpose(logits, [1, 0, 2]), new_states
+    return x, new_states

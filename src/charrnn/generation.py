@@ -52,7 +52,9 @@ def check_prompts(vocab: Vocabulary, prompts: list[str]) -> list[str]:
         raise GenerationError(f"at most {MAX_PROMPTS} prompts at once, got {len(prompts)}")
     warnings = []
     for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt:
+        if not isinstance(prompt, str):
+            raise GenerationError(f"prompt {i} must be a string, got {type(prompt).__name__} {prompt!r:.40}")
+        if not prompt:
             raise GenerationError(f"prompt {i} is empty: give at least one character to start from")
         if problem("sample.prompts", [prompt]):
             raise GenerationError(f"prompt {i} is not valid Unicode text (a lone surrogate): {prompt!r}")
@@ -156,7 +158,7 @@ def step(model, ids, states):
     for rnn, state in zip(model.rnns, states):
         x, state = rnn.cell(x, state, training=False)
         new_states.append(list(state))
-    return model.dense(x), new_states
+    return model.logits(x), new_states
 
 
 def _where_rows(active, new, old):

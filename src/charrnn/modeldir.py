@@ -5,6 +5,10 @@ Everything is checked before anything is built: the config's fields against the 
 train.* params, the vocabulary against the config's fingerprint and size, and the config's
 sizes against the shapes stored in the weights file. So a config asking for absurd sizes, a
 truncated weights file or a stray vocabulary is one clear error, not an allocation failure.
+
+A model with the adaptive softmax (charrnn.adaptive) also records its clusters (the ids of the
+head, then of each tail cluster) and each tail cluster's projection size; a full-softmax config
+leaves these keys out, so its config.json is what it was before they existed.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ WEIGHTS = "model.weights.h5"
 VOCAB = "vocab.json"
 
 
+ADAPTIVE_FIELDS = ("softmax", "clusters", "tail_dims")  # left out of a full softmax's config.json
+
+
 class ModelError(CharrnnError, ValueError):
     pass
 
@@ -35,12 +42,29 @@ class ModelConfig:
     cell: str = "gru"
     dropout: float = 0.0
     vocab_fingerprint: str = ""
+    softmax: str = "full"
+    clusters: tuple[tuple[int, ...], ...] = ()  # adaptive: ids of the head, then of each tail cluster
+    tail_dims: tuple[int, ...] = ()  # adaptive: each tail cluster's projection size
 
     @classmethod
     def from_params(cls, train, vocab: Vocabulary) -> "ModelConfig":
+        adaptive = {}
+        if train.softmax == "adaptive":
+            from charrnn.adaptive import choose_clusters
+
+            clusters, dims = choose_clusters(vocab.counts, train.units)
+            adaptive = {"softmax": "adaptive", "clusters": clusters, "tail_dims": dims}
         return cls(vocab_size=vocab.size, embedding_dim=train.embedding_dim, units=train.units,
                    layers=train.layers, cell=train.cell, dropout=train.dropout,
-                   vocab_fingerprint=vocab.fingerprint)
+                   vocab_fingerprint=vocab.fingerprint, **adaptive)
+
+    def to_dict(self) -> dict:
+        """What config.json holds: every field, less the adaptive softmax's for a full softmax."""
+        raw = asdict(self)
+        if self.softmax == "full":
+            for name in ADAPTIVE_FIELDS:
+                del raw[name]
+        return raw
 
     @classmethod
     def from_dict(cls, raw, where: str = CONFIG) -> "ModelConfig":
@@ -53,12 +77,18 @@ class ModelConfig:
             raise ModelError(f"{where}: not a charrnn model config (unknown keys {sorted(unknown)}, "
                              f"missing keys {sorted(missing)})")
         for name, value in raw.items():
+            if name in ("clusters", "tail_dims"):
+                continue
             key = "train.units" if name == "vocab_size" else f"train.{name}"
             wrong = problem(key, value) if name != "vocab_fingerprint" else (
                 None if isinstance(value, str) else f"must be a string, got {value!r}")
             if wrong:
                 raise ModelError(f"{where}: '{name}' {wrong}")
-        return cls(**raw)
+        clusters, dims = raw.get("clusters", []), raw.get("tail_dims", [])
+        wrong = _adaptive_problem(raw.get("softmax", "full"), raw["vocab_size"], clusters, dims)
+        if wrong:
+            raise ModelError(f"{where}: {wrong}")
+        return cls(**{**raw, "clusters": tuple(tuple(c) for c in clusters), "tail_dims": tuple(dims)})
 
     def weight_shapes(self) -> list[tuple[int, ...]]:
         """The shapes of every weight of a model built from this config."""
@@ -68,7 +98,32 @@ class ModelConfig:
             inputs = self.embedding_dim if layer == 0 else self.units
             bias = (2, gates * self.units) if self.cell == "gru" else (gates * self.units,)
             shapes += [(inputs, gates * self.units), (self.units, gates * self.units), bias]
-        return shapes + [(self.units, self.vocab_size), (self.vocab_size,)]
+        if self.softmax == "full":
+            return shapes + [(self.units, self.vocab_size), (self.vocab_size,)]
+        head = len(self.clusters[0]) + len(self.tail_dims)
+        shapes += [(self.units, head), (head,)]
+        for dim, ids in zip(self.tail_dims, self.clusters[1:]):
+            shapes += [(self.units, dim), (dim, len(ids)), (len(ids),)]
+        return shapes
+
+
+def _adaptive_problem(softmax: str, vocab_size: int, clusters, dims) -> str | None:
+    """What is wrong with a config's clusters and tail_dims, if anything."""
+    def ints(xs):
+        return isinstance(xs, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in xs)
+
+    if not isinstance(clusters, list) or not all(ints(c) for c in clusters):
+        return f"'clusters' must be a list of lists of ids, got {clusters!r:.80}"
+    if not ints(dims) or not all(d > 0 for d in dims):
+        return f"'tail_dims' must be a list of positive integers, got {dims!r:.80}"
+    if softmax == "full":
+        return None if not clusters and not dims else "'clusters' and 'tail_dims' are for softmax 'adaptive' only"
+    if not clusters or not clusters[0] or len(dims) != len(clusters) - 1 or not all(clusters[1:]):
+        return (f"'clusters' must be a non-empty head and one non-empty list per entry of 'tail_dims' "
+                f"({len(dims)}), got {len(clusters)} lists")
+    if sorted(i for c in clusters for i in c) != list(range(vocab_size)):
+        return f"'clusters' must hold every id from 0 to {vocab_size - 1} exactly once"
+    return None
 
 
 class ModelDir(NamedTuple):
@@ -128,4 +183,7 @@ def check_weights(weights: Path, config: ModelConfig) -> None:
 
 
 def _describe(config: ModelConfig) -> str:
-    return ", ".join(f"{k}={v}" for k, v in asdict(config).items() if k != "vocab_fingerprint")
+    raw = config.to_dict()
+    if "clusters" in raw:
+        raw["clusters"] = f"{len(config.clusters)} of sizes {[len(c) for c in config.clusters]}"
+    return ", ".join(f"{k}={v}" for k, v in raw.items() if k != "vocab_fingerprint")

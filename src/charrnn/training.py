@@ -113,7 +113,9 @@ class Result:
 def build_model(params: TrainParams, vocab: Vocabulary, total_steps: int = 1) -> model_lib.CharRNN:
     """The compiled model `train` fits (bench/ times this same model); `total_steps` sizes the
     learning-rate schedule. On a CPU its GRU runs fastgru's fused loop (train.rnn_impl); mixed
-    precision applies on a GPU only."""
+    precision applies on a GPU only. With train.softmax adaptive, the clusters come from the
+    vocabulary's counts (charrnn.adaptive) and fit's steps take the loss from CharRNN.mean_nll
+    instead of the compiled loss, which then serves only the full softmax."""
     model = model_lib.build(ModelConfig.from_params(params, vocab), rnn_impl=params.rnn_impl,
                             policy=model_lib.policy(params.mixed_precision))
     model.compile(  # under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer
