@@ -1,6 +1,6 @@
 """Dynamic batching, measured: `charrnn serve` against itself with --no-batching.
 
-    PYTHONPATH=src .venv/bin/python bench/serve.py [--model DIR] [--clients 64] [--chars 500] [--rounds 2]
+    .venv/bin/python bench/serve.py [--model DIR] [--clients 64] [--chars 500] [--rounds 2]
 
 The targets (issue #13), on a default-size model (GRU 512 units, embedding 128, tiny
 shakespeare's 65 characters; random weights unless --model is given: generation's speed does
@@ -25,11 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-import common  # noqa: E402
+import common  # first: quiets TensorFlow before anything imports it
 
 PROMPT = "ROMEO:"
 TEMPERATURE = 0.8
@@ -113,7 +109,7 @@ def main():
     a = ap.parse_args()
     from charrnn import serving
 
-    command = "PYTHONPATH=src .venv/bin/python bench/serve.py " + shlex.join(sys.argv[1:])
+    command = ".venv/bin/python bench/serve.py " + shlex.join(sys.argv[1:])
     load_before = common.load()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(a.model) if a.model else default_model(Path(tmp))
