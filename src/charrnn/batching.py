@@ -24,9 +24,10 @@ from charrnn.redact import format_exception, redact
 
 MAX_BATCH = 64  # the batch-invariance of generation is tested up to 64 rows
 # Characters per step: how often new requests can join and streams advance. Each extend call costs
-# ~2 ms beyond its characters on a 2-core CPU: 50 keeps that under ~10% of a default-size model's
-# step, and a newcomer waits at most one step (~10 ms alone, ~30 ms with 64 rows).
-DEFAULT_CHUNK = 50
+# ~1-2 ms beyond its characters on a 2-core CPU: 100 keeps that near 10% of a lone request's time
+# (bench/serve.py: a lone 500-character request took ~95 ms with 50, ~88 ms with 100), and a
+# newcomer waits at most one step (~15 ms alone, ~60 ms with 64 rows).
+DEFAULT_CHUNK = 100
 MAX_WAITING = 1_024  # requests queued for a place in the batch before new ones are refused
 
 log = logging.getLogger("charrnn.serving")

@@ -367,13 +367,7 @@ def run(app, host: str, port: int) -> None:
     """Serve `app` with uvicorn until Ctrl-C / SIGTERM; print the address once it accepts."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:  # uvicorn would log it and exit 3; here it is one `error:` line like any other
-        sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock = listening_socket(host, port)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None):
@@ -384,6 +378,21 @@ def run(app, host: str, port: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     Server(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5)).run([sock])
+
+
+def listening_socket(host: str, port: int):
+    """A TCP socket bound to host:port for uvicorn, or a ServeError saying why not."""
+    # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY on the connections it accepts only
+    # when the socket says it is TCP; without it, every answer on a kept-alive connection waited
+    # ~40 ms for a delayed ACK (Nagle's algorithm)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:  # uvicorn would log it and exit 3; here it is one `error:` line like any other
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
 
 
 class Spawned(NamedTuple):
