@@ -95,17 +95,33 @@ def _splitmix64(x):
 
 def uniforms(seed, row, position):
     """One number in [0, 1) per row, a function of (seed, row, position) only (SplitMix64)."""
-    key = _splitmix64(tf.bitwise.bitwise_xor(_splitmix64(tf.cast(seed, tf.uint64)), tf.cast(row, tf.uint64)))
+    return uniforms_at(row_keys(seed, row), position)
+
+
+def row_keys(seed, row):
+    """The per-row half of `uniforms`: computed once per call, outside the sampling loop."""
+    return _splitmix64(tf.bitwise.bitwise_xor(_splitmix64(tf.cast(seed, tf.uint64)), tf.cast(row, tf.uint64)))
+
+
+def uniforms_at(key, position):
     bits = _splitmix64(key + tf.cast(position, tf.uint64) * tf.constant(_GOLDEN, tf.uint64))
     return tf.cast(tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64)), tf.float64) * 2.0**-53
 
 
 def probabilities(logits, temperature):
     """softmax(logits / temperature) per row, [UNK] excluded; temperature [B]."""
-    unk = tf.one_hot(UNK_ID, tf.shape(logits)[1], on_value=float("-inf"), off_value=0.0)
+    return tempered(logits, unk_mask(tf.shape(logits)[1]), temperature[:, None])
+
+
+def unk_mask(vocab_size):
+    return tf.one_hot(UNK_ID, vocab_size, on_value=float("-inf"), off_value=0.0)
+
+
+def tempered(logits, unk, temperature):
+    """`probabilities` with its loop invariants given: the [UNK] mask and temperature [B, 1]."""
     masked = logits + unk
     # Shift by the max first: at a tiny temperature, logits / temperature would overflow.
-    return tf.nn.softmax((masked - tf.reduce_max(masked, axis=1, keepdims=True)) / temperature[:, None])
+    return tf.nn.softmax((masked - tf.reduce_max(masked, axis=1, keepdims=True)) / temperature)
 
 
 def truncate(probs, top_k, top_p):
@@ -132,9 +148,12 @@ def draw(probs, u):
 def sample(logits, temperature, top_k, top_p, u):
     """One id per row from the truncated, tempered distribution; never [UNK]."""
     probs = probabilities(logits, temperature)
-    filtering = tf.reduce_any(top_k > 0) | tf.reduce_any(top_p < 1.0)
-    probs = tf.cond(filtering, lambda: truncate(probs, top_k, top_p), lambda: probs)
-    return draw(probs, u)
+    return draw(tf.cond(filtering(top_k, top_p), lambda: truncate(probs, top_k, top_p), lambda: probs), u)
+
+
+def filtering(top_k, top_p):
+    """Whether any row asks for top-k or nucleus truncation."""
+    return tf.reduce_any(top_k > 0) | tf.reduce_any(top_p < 1.0)
 
 
 # --- the model, one character at a time ---------------------------------------------------------
@@ -178,16 +197,28 @@ def feed_prompts(one_step, initial_states, prompt_ids, lengths):
 
 def sample_ids(one_step, x, states, num_chars, temperature, top_k, top_p, seed, row, position):
     """Generate num_chars ids per row from (x, states): ids [B, num_chars], x, states.
-    Every setting is per row ([B]); character j of this call is drawn at position + j."""
-    def body(t, x, states, ids):
-        logits, states = one_step(x, states)
-        x = sample(logits, temperature, top_k, top_p, uniforms(seed, row, position + tf.cast(t, tf.int64)))
-        return t + 1, x, states, ids.write(t, x)
+    Every setting is per row ([B]); character j of this call is drawn at position + j. What
+    `sample` and `uniforms` compute per character is split here: everything that does not change
+    from one character to the next is computed once, and the loop without truncation is a loop
+    of its own (on one prompt, a step is small enough that these ops count)."""
+    keys, temperature = row_keys(seed, row), temperature[:, None]
 
-    loop_vars = (tf.constant(0), x, states, tf.TensorArray(tf.int32, size=num_chars))
-    _, x, states, ids = tf.while_loop(lambda t, *_: t < num_chars, body, loop_vars)
-    ids = tf.cond(num_chars > 0, lambda: tf.transpose(ids.stack()), lambda: tf.zeros([tf.shape(x)[0], 0], tf.int32))
-    return ids, x, states
+    def loop(truncating):
+        def body(t, x, states, ids):
+            logits, states = one_step(x, states)
+            probs = tempered(logits, unk_mask(tf.shape(logits)[1]), temperature)  # the mask: a constant
+            if truncating:
+                probs = truncate(probs, top_k, top_p)
+            x = draw(probs, uniforms_at(keys, position + tf.cast(t, tf.int64)))
+            return t + 1, x, states, ids.write(t, x)
+
+        loop_vars = (tf.constant(0), x, states, tf.TensorArray(tf.int32, size=num_chars))
+        _, last, states_out, ids = tf.while_loop(lambda t, *_: t < num_chars, body, loop_vars)
+        ids = tf.cond(num_chars > 0, lambda: tf.transpose(ids.stack()),
+                      lambda: tf.zeros([tf.shape(x)[0], 0], tf.int32))
+        return ids, last, states_out
+
+    return tf.cond(filtering(top_k, top_p), lambda: loop(True), lambda: loop(False))
 
 
 def _pad_rows(*tensors):
