@@ -1,7 +1,7 @@
 """copy_metrics (charrnn.novelty) on tiny shakespeare and on a generated corpus of --gb GB: seconds,
 MB/s, peak memory and passes over the corpus, for samples that copy it and samples that do not.
 
-    .venv/bin/python bench/novelty.py [--gb 1.0]
+    .venv/bin/python bench/novelty.py [--gb 1.0] [--corpus data/raw/corpus.txt ...]
 
 Each measurement runs in its own process (this script with --measure), so its peak resident memory
 (os.wait4's ru_maxrss) is its own: Python, NumPy and copy_metrics, not the corpus writer. The
@@ -105,7 +105,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(gb: float) -> None:
+def main(gb: float, corpora: list[Path]) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="charrnn-bench-novelty-"))
     try:
         if TINY.exists():
@@ -115,6 +115,9 @@ def main(gb: float) -> None:
             tiny.write_text(generated_text(TINY_CHARS), encoding="utf-8")
         text = tiny.read_text(encoding="utf-8")
         rows = rows_for(name, tiny, len(text), copied_samples(text, seed=0))
+        for corpus in corpora:  # e.g. the default corpus, data/raw/corpus.txt after `make run`
+            text = corpus.read_text(encoding="utf-8")
+            rows += rows_for(str(corpus), corpus, len(text), copied_samples(text, seed=0))
 
         n_chars = int(gb * 1e9)
         big = scratch / "generated.txt"
@@ -130,9 +133,11 @@ def main(gb: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gb", type=float, default=1.0, help="size of the generated corpus in GB (1e9 characters)")
+    parser.add_argument("--corpus", type=Path, action="append", default=[],
+                        help="also measure on this UTF-8 text file (repeatable), e.g. data/raw/corpus.txt")
     parser.add_argument("--measure", nargs=2, metavar=("CORPUS", "STOP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         measure(Path(args.measure[0]), int(args.measure[1]))
     else:
-        main(args.gb)
+        main(args.gb, args.corpus)

@@ -45,7 +45,8 @@ def bench_training(name, text, workdir, steps):
         (Path(workdir) / "corpus.txt").write_text(text, encoding="utf-8", newline="")
         records.write_records(Path(workdir) / "corpus.txt", vocab, rec, SEQ, val_fraction=0.1)
     params = TrainParams(embedding_dim=cfg["embedding_dim"], units=cfg["units"], batch_size=BATCH,
-                         learning_rate=0.001)  # the tutorial's Adam defaults, for both
+                         learning_rate=0.001, schedule="constant", warmup_steps=0,
+                         clipnorm=0.0)  # the tutorial's plain Adam 0.001, for both (no warm-up, no clipping)
     ours = training.build_model(params, vocab)
     assert vocab.size == len(ids_from_chars.get_vocabulary())
     ours.set_weights(ref.get_weights())  # same layers in the same order: the same starting point
@@ -105,7 +106,8 @@ def bench_generation(name, text, model, vocab, num_chars, rounds):
             return gen.generate_text(prompts, num_chars, 1.0, 7)
 
         def ours_saved(prompts):
-            return saved.generate(tf.constant(prompts), tf.constant(num_chars), tf.constant(1.0), tf.constant(7, tf.int64))
+            return saved.generate(tf.constant(prompts), tf.constant(num_chars), tf.constant(1.0), tf.constant(7, tf.int64),
+                                  tf.constant(0), tf.constant(1.0))  # top_k, top_p: off
 
         def ref(prompts):
             return reference.generate(one_step, prompts, num_chars)

@@ -79,3 +79,21 @@ def test_quality_table_shows_mean_sd_and_the_verdict():
     line = quality.table([row]).splitlines()[2]
     assert "`-S train.epochs=12`" in line and "1.5100 ± 0.0141" in line and "11 min 01 s" in line
     assert "12/12" in line and "2.0%" in line
+
+
+def test_generation_rows_run_every_side(monkeypatch):
+    """bench/run.py's generation rows: the tutorial's OneStep, the Generator and its reloaded
+    SavedModel all generate (the SavedModel with every argument its signature asks for)."""
+    import run
+
+    from charrnn import model as model_lib
+    from charrnn.modeldir import ModelConfig
+    from charrnn.vocab import Vocabulary, count_chars
+
+    monkeypatch.setitem(run.CONFIGS, "small", dict(embedding_dim=8, units=16))
+    text = common.generated_text(5_000)
+    vocab = Vocabulary.from_counts(count_chars([text]))
+    model = model_lib.build(ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16,
+                                        vocab_fingerprint=vocab.fingerprint))
+    rows = run.bench_generation("small", text, model, vocab, num_chars=5, rounds=1)
+    assert len(rows) == 4 and all(row["ours"] > 0 and row["reference"] > 0 for row in rows)
