@@ -11,8 +11,12 @@ when it exceeds two standard errors of the difference of the two means; otherwis
 Needs a quiet machine: the runs are timed.
 
     .venv/bin/python bench/quality.py                          # every row, 3 seeds: see BENCHMARKS.md for the time
-    .venv/bin/python bench/quality.py --rows plain,recipe --seeds 1
-    .venv/bin/python bench/quality.py --rows recipe --seeds 3 --out bench/results/quality
+    .venv/bin/python bench/quality.py --rows plain,offset --seeds 1
+    .venv/bin/python bench/quality.py --rows clip,decay --out bench/results/quality/clip-decay
+    .venv/bin/python bench/quality.py --from bench/results/quality/*/   # one table from runs kept by --out
+
+A row is compared with the carried row just before it in ROWS; when that row is not in the table
+(left out by --rows, or not among the --from runs) the comparison column stays empty.
 """
 from __future__ import annotations
 
@@ -105,6 +109,33 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def kept_runs(folders: list[Path]) -> dict[str, list[dict]]:
+    """The runs that `--out` kept (`<row>-seed<n>.json`), by row name."""
+    runs: dict[str, list[dict]] = {}
+    for path in sorted(p for folder in folders for p in folder.glob("*-seed*.json")):
+        name = path.stem.rsplit("-seed", 1)[0]
+        if name not in {row[0] for row in ROWS}:
+            sys.exit(f"{path}: no ablation row is called {name!r}; the rows are {[r[0] for r in ROWS]}")
+        runs.setdefault(name, []).append(json.loads(path.read_text()))
+    if not runs:
+        sys.exit(f"no kept runs (<row>-seed<n>.json) in {', '.join(map(str, folders))}")
+    return runs
+
+
+def ablation(runs: dict[str, list[dict]]) -> list[dict]:
+    """The table's rows, in ROWS order, each compared with the carried row just before it."""
+    results, base = [], None
+    for name, label, keep, change in ROWS:
+        row = None
+        if name in runs:
+            row = {"name": name, "label": label, "keep": keep, "overrides": change, **summary(runs[name])}
+            row["verdict"] = verdict(row, base)
+            results.append(row)
+        if keep:
+            base = row
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=TINY, help="tiny shakespeare (default: %(default)s)")
@@ -112,7 +143,12 @@ def main() -> None:
                         help="comma-separated row names, in order (default: all)")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per row (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also keep each run's log and metrics here")
+    parser.add_argument("--from", dest="kept", type=Path, nargs="+", metavar="DIR",
+                        help="run nothing: print the table of the runs kept by --out in these folders")
     args = parser.parse_args()
+    if args.kept:
+        print(table(ablation(kept_runs(args.kept))))
+        return
     if not args.corpus.is_file():
         sys.exit(f"no corpus at {args.corpus}: pass --corpus with the path of tinyshakespeare.txt")
     wanted = args.rows.split(",")
@@ -125,36 +161,29 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     print(f"# CPU quality ablation\n\n{machine()}; {now()}; load before: {load()}\n"
           f"corpus {args.corpus}, seeds {seeds}, commit {commit}\n", flush=True)
-    results, kept, base = [], {"data.source": str(args.corpus.resolve())}, None
-    started = time.perf_counter()
+    kept, runs, started = {"data.source": str(args.corpus.resolve())}, {}, time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="charrnn-quality-") as tmp:
         clone = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
         logs = args.out or Path(tmp) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name, label, keep, change in ROWS:
+        for name, _, keep, change in ROWS:
             overrides = {**kept, **change}
-            row_base = base
             if keep:
                 kept = overrides
             if name not in wanted:
                 continue
-            runs = []
             for seed in seeds:
                 run_name = f"{name}-seed{seed}"
                 seconds = run_one(clone, run_name, {**overrides, "train.seed": str(seed)}, logs / f"{run_name}.log", env)
-                runs.append({"seed": seed, "seconds": seconds, **metrics(clone)})
-                print(f"{run_name}: {minutes(seconds)}, held-out {runs[-1]['loss']:.4f} nats, best epoch "
-                      f"{runs[-1]['best_epoch']}, copied {runs[-1]['copied_frac_20']:.1%}, load {load()}", flush=True)
+                run = {"seed": seed, "seconds": seconds, **metrics(clone)}
+                runs.setdefault(name, []).append(run)
+                print(f"{run_name}: {minutes(seconds)}, held-out {run['loss']:.4f} nats, best epoch "
+                      f"{run['best_epoch']}, copied {run['copied_frac_20']:.1%}, load {load()}", flush=True)
                 if args.out:
-                    (args.out / f"{run_name}.json").write_text(json.dumps(runs[-1], indent=2) + "\n")
+                    (args.out / f"{run_name}.json").write_text(json.dumps(run, indent=2) + "\n")
                     shutil.copy(clone / "metrics/history.csv", args.out / f"{run_name}-history.csv")
-            row = {"name": name, "label": label, "keep": keep, "overrides": change, **summary(runs), "runs": runs}
-            row["verdict"] = verdict(row, row_base)
-            results.append(row)
-            if keep:
-                base = row
-    print(f"\n{table(results)}\n\n{len(results)} row(s) x {len(seeds)} seed(s) in "
+    print(f"\n{table(ablation(runs))}\n\n{len(runs)} row(s) x {len(seeds)} seed(s) in "
           f"{minutes(time.perf_counter() - started)}; load after: {load()}")
 
 

@@ -81,6 +81,39 @@ def test_quality_table_shows_mean_sd_and_the_verdict():
     assert "12/12" in line and "2.0%" in line
 
 
+def test_the_ablation_compares_each_row_with_the_carried_row_before_it(tmp_path):
+    """Rows come out in the ablation's order, whatever order the runs were kept in; a row whose
+    carried predecessor was not run gets no verdict rather than one against an older row."""
+    import json
+
+    import quality
+
+    def keep(folder, name, losses):
+        folder.mkdir(exist_ok=True)
+        for seed, loss in enumerate(losses, 1):
+            (folder / f"{name}-seed{seed}.json").write_text(json.dumps(
+                {"seed": seed, "seconds": 300.0, "loss": loss, "copied_frac_20": 0.01, "longest_copied": 20,
+                 "best_epoch": 12}))
+
+    keep(tmp_path / "b", "offset", [1.470, 1.471, 1.472])
+    keep(tmp_path / "a", "plain", [1.490, 1.491, 1.492])
+    keep(tmp_path / "a", "clip", [1.460, 1.461, 1.462])  # its predecessor, schedule, was not run
+    rows = quality.ablation(quality.kept_runs([tmp_path / "a", tmp_path / "b"]))
+    assert [r["name"] for r in rows] == ["plain", "offset", "clip"]
+    assert rows[0]["verdict"] == "" and rows[1]["verdict"].endswith("gain") and rows[2]["verdict"] == ""
+    assert rows[1]["n"] == 3 and abs(rows[1]["mean"] - 1.471) < 1e-12
+
+
+def test_kept_runs_refuse_a_folder_without_runs_or_an_unknown_row(tmp_path):
+    import pytest
+    import quality
+
+    with pytest.raises(SystemExit, match="no kept runs"):
+        quality.kept_runs([tmp_path])
+    (tmp_path / "dropout-seed1.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no ablation row is called 'dropout'"):
+        quality.kept_runs([tmp_path])
+
 def test_generation_rows_run_every_side(monkeypatch):
     """bench/run.py's generation rows: the tutorial's OneStep, the Generator and its reloaded
     SavedModel all generate (the SavedModel with every argument its signature asks for)."""
