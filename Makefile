@@ -54,7 +54,7 @@ bench-quick: install
 bench-data-1gb: install
 	$(PY) bench/run.py --only data --data-mb 1024 | tee bench/last-run-data-1gb.md
 
-## bench-quality: the CPU quality ablation, one `dvc exp run -S ...` per recipe change on tiny shakespeare, 3 seeds each (~2 h; --rows/--seeds for a subset)
+## bench-quality: the CPU quality ablation, one `dvc exp run -S ...` per recipe change on tiny shakespeare, 3 seeds each (2-3.5 h, see BENCHMARKS.md; --rows/--seeds for a subset)
 bench-quality: install
 	$(PY) bench/quality.py | tee bench/last-run-quality.md
 
