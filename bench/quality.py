@@ -47,6 +47,7 @@ ROWS = [
     ("decay", "+ AdamW weight decay 0.5", True, {"train.weight_decay": "0.5"}),
     ("longer", "+ 26 epochs (the CPU recipe)", True, {"train.epochs": "26"}),
 ]
+ROW_NAMES = [row[0] for row in ROWS]
 
 
 def run_one(clone: Path, name: str, overrides: dict, log: Path, env: dict) -> float:
@@ -114,8 +115,8 @@ def kept_runs(folders: list[Path]) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for path in sorted(p for folder in folders for p in folder.glob("*-seed*.json")):
         name = path.stem.rsplit("-seed", 1)[0]
-        if name not in {row[0] for row in ROWS}:
-            sys.exit(f"{path}: no ablation row is called {name!r}; the rows are {[r[0] for r in ROWS]}")
+        if name not in ROW_NAMES:
+            sys.exit(f"{path}: no ablation row is called {name!r}; the rows are {ROW_NAMES}")
         runs.setdefault(name, []).append(json.loads(path.read_text()))
     if not runs:
         sys.exit(f"no kept runs (<row>-seed<n>.json) in {', '.join(map(str, folders))}")
@@ -139,7 +140,7 @@ def ablation(runs: dict[str, list[dict]]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=TINY, help="tiny shakespeare (default: %(default)s)")
-    parser.add_argument("--rows", default=",".join(r[0] for r in ROWS),
+    parser.add_argument("--rows", default=",".join(ROW_NAMES),
                         help="comma-separated row names, in order (default: all)")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per row (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also keep each run's log and metrics here")
@@ -152,9 +153,9 @@ def main() -> None:
     if not args.corpus.is_file():
         sys.exit(f"no corpus at {args.corpus}: pass --corpus with the path of tinyshakespeare.txt")
     wanted = args.rows.split(",")
-    unknown = set(wanted) - {r[0] for r in ROWS}
+    unknown = set(wanted) - set(ROW_NAMES)
     if unknown:
-        sys.exit(f"unknown rows {sorted(unknown)}; the rows are {[r[0] for r in ROWS]}")
+        sys.exit(f"unknown rows {sorted(unknown)}; the rows are {ROW_NAMES}")
     seeds = list(range(1, args.seeds + 1))
 
     env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", CHARRNN_TRACKING="0")

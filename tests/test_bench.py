@@ -114,6 +114,7 @@ def test_kept_runs_refuse_a_folder_without_runs_or_an_unknown_row(tmp_path):
     with pytest.raises(SystemExit, match="no ablation row is called 'dropout'"):
         quality.kept_runs([tmp_path])
 
+
 def test_generation_rows_run_every_side(monkeypatch):
     """bench/run.py's generation rows: the tutorial's OneStep, the Generator and its reloaded
     SavedModel all generate (the SavedModel with every argument its signature asks for)."""

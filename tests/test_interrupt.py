@@ -142,6 +142,7 @@ def remove_a_lock_file_cut_short(project) -> None:
     except ValueError:
         lock.unlink()
 
+
 def kill_while_at_work(project, stage: str, rng: random.Random) -> None:
     """Run `dvc repro -f -s <stage>`, wait until the stage's own process runs, let it work a
     random moment, freeze the whole group, check the stage is still there, and SIGKILL it: a
