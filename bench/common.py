@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.quiet import quiet_tensorflow
+from charrnn.core.quiet import quiet_tensorflow
 
 quiet_tensorflow()  # before anything imports TensorFlow
 os.environ.setdefault("CHARRNN_TRACKING", "0")

@@ -82,8 +82,8 @@ def latin_text(n_chars: int, seed: int = 0) -> str:
 
 
 def prepare(workdir: Path, name: str, text: str):
-    from charrnn import records
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data import records
+    from charrnn.data.vocab import Vocabulary, count_chars
 
     corpus = workdir / f"{name}.txt"
     corpus.write_text(text, encoding="utf-8", newline="")
@@ -93,14 +93,15 @@ def prepare(workdir: Path, name: str, text: str):
 
 
 def params(softmax: str, epochs: int = 1):
-    from charrnn.params import TrainParams
+    from charrnn.core.params import TrainParams
 
     return TrainParams(embedding_dim=128, units=512, batch_size=BATCH, epochs=epochs, softmax=softmax)
 
 
 def bench_speed(configs: dict, steps: int) -> dict:
     """{name: median seconds per step}: one train_on_batch each in turn, order alternating."""
-    from charrnn import records, training
+    from charrnn.data import records
+    from charrnn.nn import training
 
     sides = {}
     for name, (records_dir, vocab, softmax) in configs.items():
@@ -121,7 +122,7 @@ def bench_speed(configs: dict, steps: int) -> dict:
 
 
 def bench_quality(corpus: Path, records_dir: Path, vocab, softmax: str, epochs: int) -> dict:
-    from charrnn import evaluation, training
+    from charrnn.nn import evaluation, training
 
     p = params(softmax, epochs)
     training.configure(p.seed)
@@ -140,7 +141,7 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=3, help="training epochs of the quality comparison (train.epochs)")
     args = ap.parse_args(argv)
     load_before, started = common.load(), common.now()
-    from charrnn import training
+    from charrnn.nn import training
 
     training.configure(seed=42, threads=0)  # the pipeline's thread settings
     with tempfile.TemporaryDirectory(prefix="charrnn-large-vocab-") as work:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from common import ALPHABET, TINY, TINY_CHARS, generated_text, load, now
 
-from charrnn import novelty, records
+from charrnn.data import records
+from charrnn.sampling import novelty
 
 SAMPLES, SAMPLE_CHARS = 3, 500
 PIECE_CHARS = 8 << 20  # the generated corpus is written this much at a time

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-
 import common  # first: quiets TensorFlow before anything imports it
 
 
@@ -21,13 +20,13 @@ def main():
     a = ap.parse_args()
     import tensorflow as tf
 
-    from charrnn import generation, training
-    from charrnn import model as model_lib
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data.vocab import Vocabulary, count_chars
+    from charrnn.nn import network, training
+    from charrnn.sampling import generation
 
     training.configure(42, 0)
     vocab = Vocabulary.from_counts(count_chars([common.generated_text(10_000)]))
-    model = model_lib.build(model_lib.ModelConfig(vocab_size=vocab.size, embedding_dim=256, units=1024))
+    model = network.build(network.ModelConfig(vocab_size=vocab.size, embedding_dim=256, units=1024))
     gen = generation.Generator(model, vocab)
     prompts = [f"AB{i}:" for i in range(a.prompts)]
     recurrent, logits = model.rnns[0].cell.recurrent_kernel.value, model.dense.kernel.value

@@ -34,8 +34,7 @@ def main():
     import keras
     import tensorflow as tf
 
-    from charrnn import model as model_lib
-    from charrnn import training
+    from charrnn.nn import network, training
 
     training.configure(42, 0)
     B, T, V, D, U = 64, 100, 66, a.emb, a.units
@@ -93,9 +92,9 @@ def main():
     s = timed(back_matmuls, a.reps)
     print(f"[{B},{3 * U}]x[{3 * U},{U}] matmul, 20 chained (backward loop): {20 * 2 * B * U * 3 * U / s / 1e9:6.1f} GFLOP/s")
 
-    cfg = model_lib.ModelConfig(vocab_size=V, embedding_dim=D, units=U)
+    cfg = network.ModelConfig(vocab_size=V, embedding_dim=D, units=U)
     for impl in ("keras", "fused"):
-        m = model_lib.build(cfg, rnn_impl=impl)
+        m = network.build(cfg, rnn_impl=impl)
         m.compile(optimizer=keras.optimizers.Adam(0.001), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         step = timed(lambda: m.train_on_batch(x, y), a.reps)
         fwd_fn = tf.function(lambda: m(x))

@@ -30,9 +30,11 @@ def log(msg: str) -> None:
 def bench_training(name, text, workdir, steps):
 
     import reference
-    from charrnn import records, training
-    from charrnn.params import TrainParams
-    from charrnn.vocab import Vocabulary, count_chars
+
+    from charrnn.core.params import TrainParams
+    from charrnn.data import records
+    from charrnn.data.vocab import Vocabulary, count_chars
+    from charrnn.nn import training
 
     cfg = CONFIGS[name]
     ids_from_chars, _ = reference.lookups(text)
@@ -87,10 +89,10 @@ def bench_training(name, text, workdir, steps):
 
 
 def bench_generation(name, text, model, vocab, num_chars, rounds):
+    import reference
     import tensorflow as tf
 
-    import reference
-    from charrnn import generation
+    from charrnn.sampling import generation
 
     ids_from_chars, chars_from_ids = reference.lookups(text)
     ref_model = reference.MyModel(vocab.size, CONFIGS[name]["embedding_dim"], CONFIGS[name]["units"])
@@ -142,7 +144,8 @@ def bench_generation(name, text, model, vocab, num_chars, rounds):
 
 
 def bench_evaluation(name, text, model, vocab, train_cps, rounds):
-    from charrnn import evaluation, records
+    from charrnn.data import records
+    from charrnn.nn import evaluation
 
     tail = text[records.split_point(len(text), 0.1):]
     ids = vocab.encode(tail)
@@ -181,7 +184,7 @@ def main(argv=None) -> None:
 
         log(f"data stages on {data_mb} MB of generated text")
         rows += data_stages.bench(data_mb)
-    from charrnn import training
+    from charrnn.nn import training
 
     training.configure(seed=42, threads=0)  # the pipeline's thread settings, for both sides
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as work:

@@ -34,22 +34,22 @@ TIMEOUT_S = 300
 
 def default_model(directory: Path) -> Path:
     """A default-size model with random weights."""
-    from charrnn import model as model_lib
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data.vocab import Vocabulary, count_chars
+    from charrnn.nn import network
 
     vocab = Vocabulary.from_counts(count_chars([common.ALPHABET]))
-    config = model_lib.ModelConfig(vocab_size=vocab.size, embedding_dim=128, units=512,
+    config = network.ModelConfig(vocab_size=vocab.size, embedding_dim=128, units=512,
                                    vocab_fingerprint=vocab.fingerprint)
-    model_lib.save(model_lib.build(config), vocab, directory / "model")
+    network.save(network.build(config), vocab, directory / "model")
     return directory / "model"
 
 
 def library_seconds(model_dir: Path, chars: int, repeats: int) -> tuple[float, str]:
     """The library's median time for one prompt in-process, and its text (seed 0)."""
-    from charrnn import generation
-    from charrnn import model as model_lib
+    from charrnn.nn import network
+    from charrnn.sampling import generation
 
-    generator = generation.Generator(*model_lib.load(model_dir))
+    generator = generation.Generator(*network.load(model_dir))
     text = generator.generate_text([PROMPT], chars, TEMPERATURE, 0)[0]  # traces the graphs
     times = []
     for _ in range(repeats):
@@ -107,18 +107,18 @@ def main():
     ap.add_argument("--lone", type=int, default=20, help="lone requests for the latency percentile")
     ap.add_argument("--chunk", type=int, default=None, help="the server's --chunk (default: its own)")
     a = ap.parse_args()
-    from charrnn import serving
+    from charrnn.serve import app as serve_app
 
     command = ".venv/bin/python bench/serve.py " + shlex.join(sys.argv[1:])
     load_before = common.load()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(a.model) if a.model else default_model(Path(tmp))
         reference_s, reference_text = library_seconds(model_dir, a.chars, repeats=a.lone)
-        options = ["--max-batch", str(min(a.clients, serving.MAX_BATCH))] + (["--chunk", str(a.chunk)] if a.chunk else [])
-        with serving.spawn(model_dir, *options, log_path=Path(tmp) / "batching.log") as server:
+        options = ["--max-batch", str(min(a.clients, serve_app.MAX_BATCH))] + (["--chunk", str(a.chunk)] if a.chunk else [])
+        with serve_app.spawn(model_dir, *options, log_path=Path(tmp) / "batching.log") as server:
             lone_s, lone_text = lone(server.url, a.chars, a.lone)
             batched, batched_texts = concurrent(server.url, a.clients, a.chars, a.rounds)
-        with serving.spawn(model_dir, "--no-batching", *options, log_path=Path(tmp) / "serial.log") as server:
+        with serve_app.spawn(model_dir, "--no-batching", *options, log_path=Path(tmp) / "serial.log") as server:
             serial, serial_texts = concurrent(server.url, a.clients, a.chars, a.rounds)
     if lone_text != reference_text or batched_texts != serial_texts:
         sys.exit("error: the server's answers differ from the library's or between the two servers")

@@ -21,16 +21,15 @@ import dataclasses
 import math
 import time
 
+import keras  # noqa: E402
 import numpy as np
-
+import tensorflow as tf  # noqa: E402
 from common import REPO, corpus_text, load, machine, now
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from charrnn import evaluation, records, training  # noqa: E402
-from charrnn.params import Params, TrainParams  # noqa: E402
-from charrnn.vocab import Vocabulary, count_chars  # noqa: E402
+from charrnn.core.params import Params, TrainParams  # noqa: E402
+from charrnn.data import records  # noqa: E402
+from charrnn.data.vocab import Vocabulary, count_chars  # noqa: E402
+from charrnn.nn import evaluation, training
 
 
 def window_batches(ids, seq_length, batch_size, steps, rng):

@@ -65,6 +65,6 @@ except OSError as e:
     sys.exit(1)
 sys.path.insert(0, str(_root / "src"))
 
-from charrnn import stage  # noqa: E402  (light: no TensorFlow, no MLflow)
+from charrnn.core import stage  # noqa: E402  (light: no TensorFlow, no MLflow)
 
 stage.install()

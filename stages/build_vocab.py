@@ -2,10 +2,10 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 from tqdm import tqdm
 
-from charrnn import files, paths
-from charrnn.params import Params
-from charrnn.stage import run_stage
-from charrnn.vocab import Vocabulary, count_chars, read_chunks, vocab_metrics
+from charrnn.core import files, paths
+from charrnn.core.params import Params
+from charrnn.core.stage import run_stage
+from charrnn.data.vocab import Vocabulary, count_chars, read_chunks, vocab_metrics
 
 
 def main() -> None:

@@ -2,9 +2,10 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import sys
 
-from charrnn import corpus, paths
-from charrnn.params import Params
-from charrnn.stage import run_stage
+from charrnn.core import paths
+from charrnn.core.params import Params
+from charrnn.core.stage import run_stage
+from charrnn.data import corpus
 
 
 def main() -> None:

@@ -1,20 +1,22 @@
 """DVC stage evaluate_perplexity: model + held-out tail of the corpus -> metrics/perplexity.json."""
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
-from charrnn import files, outputs, paths, publish, tracking
-from charrnn.params import Params
-from charrnn.stage import run_stage
+
+from charrnn.core import files, metricfiles, paths
+from charrnn.core.params import Params
+from charrnn.core.stage import run_stage
+from charrnn.tracking import publish
+from charrnn.tracking import runs as tracking
 
 
 def main() -> None:
     params = Params.load(paths.PARAMS)
-    from charrnn import evaluation
-    from charrnn import model as model_lib
+    from charrnn.nn import evaluation, network
 
-    model, vocab = model_lib.load(paths.MODEL)
+    model, vocab = network.load(paths.MODEL)
     result = evaluation.evaluate_corpus(model, vocab, paths.CORPUS, params.data.val_fraction,
                                         params.evaluate.batch_size, params.seq_length)
-    model_hash = outputs.model_hash()
-    files.write_json(paths.HELD_OUT, {**result, "model": outputs.model_id(model_hash)})
+    model_hash = metricfiles.model_hash()
+    files.write_json(paths.HELD_OUT, {**result, "model": metricfiles.model_id(model_hash)})
     with tracking.model_run(params, tracking.find_root(), model_hash, stage="evaluate_perplexity") as run:
         publish.publish(run, params, model_hash)
     print(f"held-out loss {result['loss']:.4f} nats/char, perplexity {result['perplexity']:.3f}, "

@@ -2,10 +2,11 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 from tqdm import tqdm
 
-from charrnn import files, paths, records
-from charrnn.params import Params
-from charrnn.stage import run_stage
-from charrnn.vocab import Vocabulary
+from charrnn.core import files, paths
+from charrnn.core.params import Params
+from charrnn.core.stage import run_stage
+from charrnn.data import records
+from charrnn.data.vocab import Vocabulary
 
 
 def progress(chunks, name):

@@ -3,18 +3,21 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import sys
 
-from charrnn import files, outputs, paths, publish, records, tracking
-from charrnn.params import Params
-from charrnn.stage import run_stage
+from charrnn.core import files, metricfiles, paths
+from charrnn.core.params import Params
+from charrnn.core.stage import run_stage
+from charrnn.data import records
+from charrnn.tracking import publish
+from charrnn.tracking import runs as tracking
 
 
 def main() -> None:
     params = Params.load(paths.PARAMS)
     s = params.sample
-    from charrnn import generation, novelty
-    from charrnn import model as model_lib
+    from charrnn.nn import network
+    from charrnn.sampling import generation, novelty
 
-    model, vocab = model_lib.load(paths.MODEL)
+    model, vocab = network.load(paths.MODEL)
     prompts = s.prompts or records.held_out_prompts(paths.CORPUS, params.data.val_fraction)
     for warning in generation.check_prompts(vocab, prompts):
         print(f"warning: {warning}", file=sys.stderr)
@@ -24,14 +27,14 @@ def main() -> None:
     split = records.split_point(records.count_corpus_chars(paths.CORPUS), params.data.val_fraction)
     generated = [text[len(prompt):] for prompt, text in zip(prompts, texts)]
     copying = novelty.copy_metrics(records.TextSpan(paths.CORPUS, 0, split), generated, ngram=s.copy_ngram)
-    model_hash = outputs.model_hash()
+    model_hash = metricfiles.model_hash()
     with files.atomic_path(paths.SAMPLES) as tmp:
         tmp.mkdir()
         for i, text in enumerate(texts):
             (tmp / f"sample-{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
         (tmp / "temperatures.md").write_text(temperature_table(prompts, grid, s), encoding="utf-8")
     generation.export(generator, paths.GENERATOR)
-    files.write_json(paths.SAMPLE_METRICS, {**copying, "model": outputs.model_id(model_hash),
+    files.write_json(paths.SAMPLE_METRICS, {**copying, "model": metricfiles.model_id(model_hash),
                                             "sample_chars": sum(len(g) for g in generated)})
     with tracking.model_run(params, tracking.find_root(), model_hash, stage="sample") as run:
         publish.publish(run, params, model_hash)

@@ -2,32 +2,34 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import os
 
-from charrnn import files, history, outputs, paths, publish, resources, tracking
-from charrnn.params import Params
-from charrnn.stage import run_stage
-from charrnn.vocab import Vocabulary
+from charrnn.core import files, metricfiles, paths
+from charrnn.core.params import Params
+from charrnn.core.stage import run_stage
+from charrnn.data.vocab import Vocabulary
+from charrnn.nn import history, memory
+from charrnn.tracking import publish
+from charrnn.tracking import runs as tracking
 
 
 def main() -> None:
     params = Params.load(paths.PARAMS)
     vocab = Vocabulary.load(paths.VOCAB)
-    resources.check_training(params, vocab.size)
-    from charrnn import training  # imports TensorFlow
+    memory.check_training(params, vocab.size)
+    from charrnn.nn import training  # imports TensorFlow
 
     training.configure(params.train.seed, params.train.threads)
-    from charrnn import distribute
-    from charrnn import model as model_lib
+    from charrnn.nn import distribute, network
 
     if not distribute.is_chief():  # in a multi-worker cluster, only the chief logs the run
         os.environ["CHARRNN_TRACKING"] = "0"
     with tracking.train_run(params, tracking.find_root(), tags=training.environment_tags()) as run:
         result = training.train(params.train, paths.RECORDS, vocab, backup_dir=paths.TRAIN_BACKUP,
                                 on_epoch=lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
-        model_lib.save(result.model, vocab, paths.MODEL)
+        network.save(result.model, vocab, paths.MODEL)
         files.write_text(paths.METRICS / "history.csv", result.history.to_csv(index=False))
         files.write_text(paths.METRICS / "throughput.csv", result.throughput.to_csv(index=False))
         files.write_json(paths.METRICS / "train.json", result.summary)
-        model_hash = outputs.model_hash()
+        model_hash = metricfiles.model_hash()
         run.set_tags({tracking.MODEL_HASH_TAG: model_hash, "charrnn.corpus_hash": files.sha256_tree(paths.CORPUS),
                       "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
         run.log_artifacts(paths.MODEL, "model")

@@ -1,6 +1,6 @@
 import os
 
-from charrnn.quiet import quiet_tensorflow
+from charrnn.core.quiet import quiet_tensorflow
 
 # TensorFlow without its C++ log lines, on the CPU, before anything imports it; the stages and
 # commands the tests start inherit the same environment.
@@ -15,8 +15,8 @@ import pytest  # noqa: E402
 def make_records(tmp_path):
     """A corpus -> vocabulary -> records factory: make_records(text, seq_length=20,
     val_fraction=0.1) writes tmp_path/corpus.txt and tmp_path/rec, and returns (records dir, vocab)."""
-    from charrnn import records
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data import records
+    from charrnn.data.vocab import Vocabulary, count_chars
 
     def make(text: str, seq_length: int = 20, val_fraction: float = 0.1):
         (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")

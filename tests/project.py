@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from charrnn.params import parse_yaml
+from charrnn.core.params import parse_yaml
 from charrnn.reprocheck import TINY, copy_project, merge, synthetic_corpus
 
 REPO = Path(__file__).resolve().parent.parent

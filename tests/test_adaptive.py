@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charrnn import adaptive, evaluation, modeldir, records, training
-from charrnn import model as model_lib
-from charrnn.modeldir import ModelConfig, ModelError
-from charrnn.params import TrainParams
-from charrnn.vocab import Vocabulary, count_chars
+from charrnn.core.params import TrainParams
+from charrnn.data import records
+from charrnn.data.vocab import Vocabulary, count_chars
+from charrnn.nn import adaptive, evaluation, modeldir, network, training
+from charrnn.nn.modeldir import ModelConfig, ModelError
 from tests.test_checkpoint import kill_at
 
 # 60 characters with Zipfian counts: with 16 units, a head and three tail clusters
@@ -25,7 +25,7 @@ def adaptive_model(rnn_impl="auto", layers=1, units=16, seed=0, cell="gru"):
     keras.utils.set_random_seed(seed)
     config = ModelConfig.from_params(TrainParams(embedding_dim=8, units=units, layers=layers, cell=cell,
                                                  softmax="adaptive"), VOCAB)
-    return model_lib.build(config, rnn_impl=rnn_impl)
+    return network.build(config, rnn_impl=rnn_impl)
 
 
 def batch(rows=4, steps=9, seed=0):
@@ -159,11 +159,11 @@ def test_held_out_loss_equals_the_training_loss_on_one_stream():
 
 def test_save_load_round_trip(tmp_path):
     model = adaptive_model(layers=2)
-    model_lib.save(model, VOCAB, tmp_path / "m")
+    network.save(model, VOCAB, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["softmax"] == "adaptive" and config["tail_dims"] == [4, 1, 1]
     assert [len(c) for c in config["clusters"]] == [len(c) for c in model.config.clusters]
-    again, vocab = model_lib.load(tmp_path / "m")
+    again, vocab = network.load(tmp_path / "m")
     assert again.config == model.config and vocab == VOCAB
     x, _ = batch()
     assert np.array_equal(again(x).numpy(), model(x).numpy())
@@ -171,7 +171,7 @@ def test_save_load_round_trip(tmp_path):
 
 def test_a_full_softmax_config_has_no_adaptive_keys(tmp_path):
     config = ModelConfig.from_params(TrainParams(embedding_dim=8, units=16), VOCAB)
-    model_lib.save(model_lib.build(config), VOCAB, tmp_path / "m")
+    network.save(network.build(config), VOCAB, tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert sorted(saved) == ["cell", "dropout", "embedding_dim", "layers", "units", "vocab_fingerprint", "vocab_size"]
     assert modeldir.read(tmp_path / "m").config == config
@@ -180,7 +180,7 @@ def test_a_full_softmax_config_has_no_adaptive_keys(tmp_path):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("adaptive") / "m"
-    model_lib.save(adaptive_model(), VOCAB, path)
+    network.save(adaptive_model(), VOCAB, path)
     return path
 
 
@@ -224,7 +224,7 @@ def test_modeldir_checks_an_adaptive_config_against_its_weights(saved, tmp_path,
     with pytest.raises(ModelError, match=match):
         modeldir.read(path)
     with pytest.raises(ModelError, match=match):
-        model_lib.load(path)
+        network.load(path)
 
 
 TEXT = "".join(np.random.default_rng(0).choice(list(CHARS), 3000, p=np.array(VOCAB.counts) / sum(VOCAB.counts)))

@@ -120,14 +120,14 @@ def test_generation_rows_run_every_side(monkeypatch):
     SavedModel all generate (the SavedModel with every argument its signature asks for)."""
     import run
 
-    from charrnn import model as model_lib
-    from charrnn.modeldir import ModelConfig
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data.vocab import Vocabulary, count_chars
+    from charrnn.nn import network
+    from charrnn.nn.modeldir import ModelConfig
 
     monkeypatch.setitem(run.CONFIGS, "small", dict(embedding_dim=8, units=16))
     text = common.generated_text(5_000)
     vocab = Vocabulary.from_counts(count_chars([text]))
-    model = model_lib.build(ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16,
+    model = network.build(ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16,
                                         vocab_fingerprint=vocab.fingerprint))
     rows = run.bench_generation("small", text, model, vocab, num_chars=5, rounds=1)
     assert len(rows) == 4 and all(row["ours"] > 0 and row["reference"] > 0 for row in rows)

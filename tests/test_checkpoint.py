@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from charrnn import training
-from charrnn.checkpoint import STATE
-from charrnn.params import TrainParams
+from charrnn.core.params import TrainParams
+from charrnn.nn import training
+from charrnn.nn.checkpoint import STATE
 
 TEXT = "to be or not to be, that is the question.\n" * 60 + "whether 'tis nobler in the mind to suffer\n" * 60
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn import corpus
-from charrnn.corpus import CorpusError
-from charrnn.params import DataParams
+from charrnn.core.params import DataParams
+from charrnn.data import corpus
+from charrnn.data.corpus import CorpusError
 from tests import servers
 from tests.project import write_params
 

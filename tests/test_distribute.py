@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from charrnn import distribute
-from charrnn.params import Params, ParamsError
+from charrnn.core.params import Params, ParamsError
+from charrnn.nn import distribute
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -19,9 +19,10 @@ SCRIPT = textwrap.dedent('''
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from charrnn import records, training
-    from charrnn.params import TrainParams
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data import records
+    from charrnn.nn import training
+    from charrnn.core.params import TrainParams
+    from charrnn.data.vocab import Vocabulary, count_chars
 
     # The arithmetic under a fixed data order; with random offsets the data is the same too
     # (test_distributed_batches_are_the_one_device_batches), the float sums merely take another order.
@@ -61,9 +62,10 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path):
 WORKER = textwrap.dedent('''
     import sys
     import numpy as np
-    from charrnn import records, training
-    from charrnn.params import TrainParams
-    from charrnn.vocab import Vocabulary
+    from charrnn.data import records
+    from charrnn.nn import training
+    from charrnn.core.params import TrainParams
+    from charrnn.data.vocab import Vocabulary
 
     FIXED_WINDOWS = {"random_offset": False}  # as in SCRIPT
     kind, out = sys.argv[1], sys.argv[2]
@@ -89,8 +91,8 @@ def free_ports(n: int) -> list[int]:
 def test_two_workers_on_loopback_match_one_process(tmp_path):
     import numpy as np
 
-    from charrnn import records
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data import records
+    from charrnn.data.vocab import Vocabulary, count_chars
 
     text = "to be or not to be, that is the question.\n" * 119
     (tmp_path / "corpus.txt").write_text(text)
@@ -167,8 +169,8 @@ BATCHES = textwrap.dedent('''
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from charrnn import records
-    from charrnn.vocab import Vocabulary, count_chars
+    from charrnn.data import records
+    from charrnn.data.vocab import Vocabulary, count_chars
 
     text = "to be or not to be, that is the question.\\n" * 119
     open("corpus.txt", "w").write(text)

@@ -4,32 +4,39 @@ from pathlib import Path
 
 import yaml
 
-from charrnn.params import Params
+from charrnn.core.params import Params
 
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 # Imported by stages but never able to change what a stage writes: where runs are logged, how a
 # stage ends, the memory check before it starts. Editing them must not re-run training; what they
 # import counts only where an output-affecting module imports it too.
-NOT_OUTPUT_AFFECTING = {"tracking", "registry", "publish", "provenance", "stage", "errors", "redact", "quiet",
-                        "resources"}
+NOT_OUTPUT_AFFECTING = {"tracking.runs", "tracking.registry", "tracking.publish", "tracking.provenance",
+                        "core.stage", "core.errors", "core.redact", "core.quiet", "nn.memory"}
+PACKAGE = REPO / "src/charrnn"
+
+
+def module_file(dotted: str) -> Path | None:
+    """src/charrnn/<dotted as a path>.py, if that module exists (a package's face does not count)."""
+    path = PACKAGE / (dotted.replace(".", "/") + ".py")
+    return path if path.is_file() else None
 
 
 def charrnn_imports(path: Path) -> set[str]:
-    """Modules of the charrnn package a file imports, anywhere in it (function-local imports too)."""
+    """Modules of the charrnn package a file imports, anywhere in it (function-local imports
+    too), as dotted names below charrnn: {"data.vocab", "core.files", ...}."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("charrnn.")}
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level == 1:  # inside the package: `from . import x`, `from .x import y`
-                found |= {module.split(".")[0]} if module else {a.name for a in node.names}
-            elif module == "charrnn":
-                found |= {a.name for a in node.names}
-            elif module.startswith("charrnn."):
-                found.add(module.split(".")[1])
-    return {m for m in found if (REPO / "src/charrnn" / f"{m}.py").exists()}
+            found |= {a.name.removeprefix("charrnn.") for a in node.names if a.name.startswith("charrnn.")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("charrnn"):
+            module = node.module.removeprefix("charrnn").lstrip(".")
+            for alias in node.names:  # `from charrnn.data import vocab` names a module
+                found.add(f"{module}.{alias.name}".lstrip(".") if module_file(f"{module}.{alias.name}".lstrip("."))
+                          else module)
+    assert not any(node.level for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.ImportFrom)), f"{path}: relative imports are not read here"
+    return {m for m in found if module_file(m)}
 
 
 def closure(stage_script: Path) -> set[str]:
@@ -38,14 +45,15 @@ def closure(stage_script: Path) -> set[str]:
     while todo:
         module = todo.pop()
         seen.add(module)
-        todo |= charrnn_imports(REPO / "src/charrnn" / f"{module}.py") - seen - NOT_OUTPUT_AFFECTING
+        todo |= charrnn_imports(module_file(module)) - seen - NOT_OUTPUT_AFFECTING
     return seen
 
 
 def test_every_stage_depends_on_exactly_the_modules_it_imports():
     for name, stage in PIPELINE.items():
         script = REPO / "stages" / f"{name}.py"
-        declared = {Path(d).stem for d in stage["deps"] if d.startswith("src/charrnn/")}
+        declared = {d.removeprefix("src/charrnn/").removesuffix(".py").replace("/", ".")
+                    for d in stage["deps"] if d.startswith("src/charrnn/")}
         assert f"stages/{name}.py" in stage["deps"], name
         assert declared == closure(script), f"stage {name}: dvc.yaml deps vs imports"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charrnn import evaluation
+from charrnn.nn import evaluation
 from tests.test_model import tiny
 
 

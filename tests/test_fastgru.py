@@ -1,22 +1,22 @@
 """The fused GRU (fastgru.py) computes the same model as Keras's layers: logits, states, loss,
 gradients, training updates; and generation and evaluation give the same results either way."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
-from charrnn import evaluation, generation
-from charrnn import model as model_lib
-from charrnn.modeldir import ModelConfig
-from charrnn.vocab import Vocabulary, count_chars
+from charrnn.data.vocab import Vocabulary, count_chars
+from charrnn.nn import evaluation, network
+from charrnn.nn.modeldir import ModelConfig
+from charrnn.sampling import generation
 
 CFG = ModelConfig(vocab_size=30, embedding_dim=16, units=24, layers=2)
 
 
 def pair(config=CFG):
     keras.utils.set_random_seed(3)
-    slow = model_lib.build(config, rnn_impl="keras")
-    fast = model_lib.build(config, rnn_impl="fused")
+    slow = network.build(config, rnn_impl="keras")
+    fast = network.build(config, rnn_impl="fused")
     fast.set_weights(slow.get_weights())
     assert fast.use_fused(training=True) and not slow.use_fused(training=True)
     return slow, fast
@@ -70,9 +70,9 @@ def test_same_training_curve_with_adam():
 
 def test_dropout_during_training_uses_keras():
     config = ModelConfig(vocab_size=30, embedding_dim=8, units=8, dropout=0.1)
-    model = model_lib.build(config, rnn_impl="fused")
+    model = network.build(config, rnn_impl="fused")
     assert not model.use_fused(training=True) and model.use_fused(training=False)
-    lstm = model_lib.build(ModelConfig(vocab_size=30, embedding_dim=8, units=8, cell="lstm"), rnn_impl="fused")
+    lstm = network.build(ModelConfig(vocab_size=30, embedding_dim=8, units=8, cell="lstm"), rnn_impl="fused")
     assert not lstm.use_fused(training=False)
 
 
@@ -89,11 +89,11 @@ def test_evaluation_and_generation_agree():
 
 
 def test_mixed_precision_model_builds_and_runs_on_cpu():
-    model = model_lib.build(CFG, policy="mixed_float16")
+    model = network.build(CFG, policy="mixed_float16")
     x, y = batch()
     assert model.dtype_policy.name == "mixed_float16" and not model.use_fused(training=True)
     logits = model(x)
     assert logits.dtype == tf.float32  # the logits layer stays float32
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     assert np.isfinite(float(model.train_on_batch(x, y)))
-    assert model_lib.policy(True) == "float32"  # no GPU here: the param does nothing on a CPU
+    assert network.policy(True) == "float32"  # no GPU here: the param does nothing on a CPU

@@ -8,12 +8,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charrnn import files
-from charrnn.generation import (Generator, GenerationError, check_prompts, check_settings, draw, export, generate,
-                                probabilities, sample, truncate, uniforms)
-from charrnn.model import build, save
-from charrnn.modeldir import ModelConfig
-from charrnn.vocab import UNK, UNK_ID, Vocabulary
+from charrnn.core import files
+from charrnn.data.vocab import UNK, UNK_ID, Vocabulary
+from charrnn.nn.modeldir import ModelConfig
+from charrnn.nn.network import build, save
+from charrnn.sampling.generation import (
+    GenerationError,
+    Generator,
+    check_prompts,
+    check_settings,
+    draw,
+    export,
+    generate,
+    probabilities,
+    sample,
+    truncate,
+    uniforms,
+)
 
 VOCAB = Vocabulary(tuple(sorted(set("\n :ABEMORabcde"))), (1,) * 14)
 PROMPTS = ["ROMEO:", "a", "Abba"]
@@ -210,8 +221,8 @@ def test_export_reloads_without_charrnn_and_matches_python(tmp_path, cell):
 
 EXPORT = textwrap.dedent("""
     import sys
-    from charrnn.generation import Generator, export
-    from charrnn.model import load
+    from charrnn.sampling.generation import Generator, export
+    from charrnn.nn.network import load
     model_dir, out = sys.argv[1:]
     export(Generator(*load(model_dir)), out)
 """)
@@ -278,7 +289,8 @@ def adaptive_prompts():
 
 @pytest.mark.parametrize("rnn_impl", ["keras", "fused"])
 def test_adaptive_generation_matches_a_step_by_step_reference(rnn_impl):
-    from tests.test_adaptive import VOCAB as LARGE, adaptive_model
+    from tests.test_adaptive import VOCAB as LARGE
+    from tests.test_adaptive import adaptive_model
 
     model = adaptive_model(rnn_impl, layers=2)
     assert model.use_fused() == (rnn_impl == "fused")
@@ -287,7 +299,8 @@ def test_adaptive_generation_matches_a_step_by_step_reference(rnn_impl):
 
 
 def test_adaptive_model_never_generates_unk_even_when_it_prefers_it():
-    from tests.test_adaptive import VOCAB as LARGE, adaptive_model
+    from tests.test_adaptive import VOCAB as LARGE
+    from tests.test_adaptive import adaptive_model
 
     model = adaptive_model()
     head = model.head.head
@@ -300,7 +313,8 @@ def test_adaptive_model_never_generates_unk_even_when_it_prefers_it():
 
 
 def test_adaptive_export_matches_python_and_batches_do_not_matter(tmp_path):
-    from tests.test_adaptive import VOCAB as LARGE, adaptive_model
+    from tests.test_adaptive import VOCAB as LARGE
+    from tests.test_adaptive import adaptive_model
 
     generator = Generator(adaptive_model(units=32, layers=2), LARGE)
     prompts = adaptive_prompts()

@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from charrnn.params import parse_yaml
+from charrnn.core.params import parse_yaml
 from tests.project import make_project, shakespeare_like
 
 pytestmark = pytest.mark.slow

@@ -3,17 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from charrnn import model as model_lib
-from charrnn import modeldir
-from charrnn.modeldir import ModelConfig, ModelError
-from charrnn.vocab import Vocabulary, count_chars
+from charrnn.data.vocab import Vocabulary, count_chars
+from charrnn.nn import modeldir, network
+from charrnn.nn.modeldir import ModelConfig, ModelError
 
 
 def tiny(cell="gru", layers=2, vocab=None):
     vocab = vocab or Vocabulary.from_counts(count_chars(["abcdefgh\n "]))
     config = ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16, layers=layers,
                                    cell=cell, vocab_fingerprint=vocab.fingerprint)
-    return model_lib.build(config), vocab
+    return network.build(config), vocab
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -39,9 +38,9 @@ def test_initial_states_match_none():
 
 def test_save_load_round_trip(tmp_path):
     model, vocab = tiny("gru", layers=1)
-    model_lib.save(model, vocab, tmp_path / "m")
+    network.save(model, vocab, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.weights.h5", "vocab.json"]
-    again, again_vocab = model_lib.load(tmp_path / "m")
+    again, again_vocab = network.load(tmp_path / "m")
     ids = np.arange(1, vocab.size, dtype="int32")[None, :]
     assert np.array_equal(again(ids).numpy(), model(ids).numpy())
     assert again_vocab == vocab
@@ -51,7 +50,7 @@ def test_save_load_round_trip(tmp_path):
 def saved(tmp_path_factory):
     model, vocab = tiny("lstm", layers=2)
     path = tmp_path_factory.mktemp("saved") / "m"
-    model_lib.save(model, vocab, path)
+    network.save(model, vocab, path)
     return path
 
 
@@ -99,14 +98,14 @@ def test_a_broken_model_directory_is_one_clear_error(saved, tmp_path, edit, matc
     with pytest.raises(ModelError, match=match):
         modeldir.read(path)
     with pytest.raises(ModelError, match=match):
-        model_lib.load(path)
+        network.load(path)
 
 
 def test_a_missing_directory_or_a_file_is_not_a_model(tmp_path):
     with pytest.raises(ModelError, match="does not exist: give the directory a trained model was saved to"):
-        model_lib.load(tmp_path / "nowhere")
+        network.load(tmp_path / "nowhere")
     (tmp_path / "file").write_text("x")
     with pytest.raises(ModelError, match="is a file, not a model directory"):
-        model_lib.load(tmp_path / "file")
+        network.load(tmp_path / "file")
     with pytest.raises(ModelError, match="no trained model here"):
-        model_lib.load(tmp_path)
+        network.load(tmp_path)

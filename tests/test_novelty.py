@@ -4,7 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from charrnn import novelty, records, vocab
+from charrnn.data import records, vocab
+from charrnn.sampling import novelty
 
 
 def reference(corpus: str, samples: list[str], ngram: int, also: tuple[int, ...], distinct_n: int) -> dict:

@@ -8,7 +8,7 @@ from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.params import Params, ParamsError, flatten, parse_yaml, problem
+from charrnn.core.params import Params, ParamsError, flatten, parse_yaml, problem
 from tests.project import REPO
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from charrnn import outputs, tracking
+from charrnn.core import metricfiles
 from charrnn.reprocheck import compare, lock_outputs
+from charrnn.tracking import runs as tracking
 from tests.project import Project, make_project, shakespeare_like
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ def test_repro_produces_every_output(project):
     assert all(f"### temperature {t}" in grid for t in (0.5, 0.8, 1.0)) and grid.count("ROMEO:") >= 3
     copying = json.loads(project.read("metrics/samples.json"))
     assert 0 <= copying["copied_frac_20"] <= 1 and copying["longest_copied"] >= 0 and copying["ngrams_20"] == 2 * 21
-    assert copying["model"] == held_out["model"] == outputs.model_id(outputs.model_hash(root / "data/model"))
+    assert copying["model"] == held_out["model"] == metricfiles.model_id(metricfiles.model_hash(root / "data/model"))
     assert not list(root.rglob(".*.tmp"))  # no temporaries left behind
 
 
@@ -113,15 +114,15 @@ def test_a_params_change_reruns_exactly_the_dependent_stages(project):
 
 
 STALE_AFTER_EDIT = {
-    "src/charrnn/generation.py": ["sample"],
-    "src/charrnn/evaluation.py": ["evaluate_perplexity"],
-    "src/charrnn/training.py": ["train"],
-    "src/charrnn/records.py": ["make_tfrecords", "train", "evaluate_perplexity", "sample"],
-    "src/charrnn/vocab.py": ["build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"],
-    "src/charrnn/novelty.py": ["sample"],
-    "src/charrnn/tracking.py": [],
-    "src/charrnn/registry.py": [],
-    "src/charrnn/publish.py": [],
+    "src/charrnn/sampling/generation.py": ["sample"],
+    "src/charrnn/nn/evaluation.py": ["evaluate_perplexity"],
+    "src/charrnn/nn/training.py": ["train"],
+    "src/charrnn/data/records.py": ["make_tfrecords", "train", "evaluate_perplexity", "sample"],
+    "src/charrnn/data/vocab.py": ["build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"],
+    "src/charrnn/sampling/novelty.py": ["sample"],
+    "src/charrnn/tracking/runs.py": [],
+    "src/charrnn/tracking/registry.py": [],
+    "src/charrnn/tracking/publish.py": [],
 }
 
 
@@ -152,7 +153,7 @@ def test_experiment_shows_in_dvc_and_mlflow(project):
     assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 1
     assert "loss" in data["metrics"]["metrics/perplexity.json"]["data"]
 
-    from charrnn import runs as runs_table
+    from charrnn.tracking import table as runs_table
 
     runs = runs_table.frame(project.root, "charrnn")
     assert len(runs) == 2  # the baseline repro and the experiment; sample/evaluate add to them
@@ -192,7 +193,7 @@ def test_a_sample_that_fails_still_leaves_the_model_evaluated(tmp_path):
     assert "has no character of the model's vocabulary" in failed.stdout + failed.stderr
     assert "-S 'sample.prompts=[\"...\"]'" in failed.stdout + failed.stderr
     held_out = json.loads(p.read("metrics/perplexity.json"))
-    assert held_out["model"] == outputs.model_id(outputs.model_hash(p.root / "data/model"))
+    assert held_out["model"] == metricfiles.model_id(metricfiles.model_hash(p.root / "data/model"))
 
 
 def test_a_fresh_clone_run_carries_its_held_out_metrics_samples_and_registered_model(project, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from charrnn import serving
+from charrnn.serve import app as serve_app
 from tests.test_serving import save_tiny_model
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,7 +25,7 @@ pytestmark = [
 def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("playground")
     model = save_tiny_model(directory / "model")
-    with serving.spawn(model, "--chunk", "10", log_path=directory / "server.log") as spawned:
+    with serve_app.spawn(model, "--chunk", "10", log_path=directory / "server.log") as spawned:
         yield spawned
 
 

@@ -3,8 +3,9 @@ import keras
 import numpy as np
 import pytest
 
-from charrnn import recipe, records, training
-from charrnn.params import TrainParams
+from charrnn.core.params import TrainParams
+from charrnn.data import records
+from charrnn.nn import recipe, training
 
 
 def rate_at(schedule, step: int) -> float:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from charrnn import records
-from charrnn.vocab import Vocabulary, count_chars
+from charrnn.data import records
+from charrnn.data.vocab import Vocabulary, count_chars
 
 
 def corpus(tmp_path, text):

@@ -14,11 +14,13 @@ from pathlib import Path
 import keras
 import pytest
 
-from charrnn import generation, publish, registry, tracking
-from charrnn import model as model_lib
-from charrnn.modeldir import ModelConfig
-from charrnn.params import Params
-from charrnn.vocab import Vocabulary
+from charrnn.core.params import Params
+from charrnn.data.vocab import Vocabulary
+from charrnn.nn import network
+from charrnn.nn.modeldir import ModelConfig
+from charrnn.sampling import generation
+from charrnn.tracking import publish, registry
+from charrnn.tracking import runs as tracking
 from tests.servers import free_port
 
 VOCAB = Vocabulary(tuple(sorted(set("\n :ABEMORabcde"))), (1,) * 14)
@@ -31,9 +33,9 @@ def exported(tmp_path_factory):
     """A saved model, its exported generator, and the Generator itself."""
     root = tmp_path_factory.mktemp("exported")
     keras.utils.set_random_seed(0)
-    model = model_lib.build(ModelConfig(vocab_size=VOCAB.size, embedding_dim=8, units=16, layers=2,
+    model = network.build(ModelConfig(vocab_size=VOCAB.size, embedding_dim=8, units=16, layers=2,
                                         vocab_fingerprint=VOCAB.fingerprint))
-    model_lib.save(model, VOCAB, root / "model")
+    network.save(model, VOCAB, root / "model")
     generator = generation.Generator(model, VOCAB)
     generation.export(generator, root / "generator")
     return root, generator

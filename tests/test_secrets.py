@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import tracking
-from charrnn.params import Params
+from charrnn.core.params import Params
+from charrnn.tracking import runs as tracking
 from tests import servers
 from tests.project import write_params
 
@@ -89,7 +89,7 @@ def test_no_secret_reaches_the_store_or_any_output(https, tmp_path, monkeypatch)
 def test_the_warning_goes_to_logs_masked(caplog):
     import logging
 
-    from charrnn.redact import mask_log_records
+    from charrnn.core.redact import mask_log_records
 
     mask_log_records()
     with caplog.at_level(logging.WARNING):

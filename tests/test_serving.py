@@ -15,11 +15,17 @@ import keras
 import pytest
 import tensorflow as tf
 
-from charrnn import batching, generation, modelcard, outputs, registry, serving, tracking
-from charrnn import model as model_lib
-from charrnn.modeldir import ModelConfig
-from charrnn.params import Params
-from charrnn.vocab import Vocabulary
+from charrnn.core import metricfiles
+from charrnn.core.params import Params
+from charrnn.data.vocab import Vocabulary
+from charrnn.nn import network
+from charrnn.nn.modeldir import ModelConfig
+from charrnn.sampling import generation
+from charrnn.serve import app as serve_app
+from charrnn.serve import batching
+from charrnn.serve import served as modelcard
+from charrnn.tracking import registry
+from charrnn.tracking import runs as tracking
 
 with warnings.catch_warnings():  # Starlette prefers httpx2 for its TestClient; httpx is what we have
     warnings.simplefilter("ignore")
@@ -32,9 +38,9 @@ SECRET_SOURCE = "https://reader:hunter2@example.com/corpus.txt?token=abc123"
 
 def save_tiny_model(path: Path, seed: int = 0) -> Path:
     keras.utils.set_random_seed(seed)
-    model = model_lib.build(ModelConfig(vocab_size=VOCAB.size, embedding_dim=8, units=32, layers=2,
+    model = network.build(ModelConfig(vocab_size=VOCAB.size, embedding_dim=8, units=32, layers=2,
                                         vocab_fingerprint=VOCAB.fingerprint))
-    model_lib.save(model, VOCAB, path)
+    network.save(model, VOCAB, path)
     return path
 
 
@@ -55,7 +61,7 @@ def generator(served):
 
 @pytest.fixture(scope="module")
 def client(served):
-    with TestClient(serving.create_app(served, max_chars=2_000, max_prompts=8, chunk=7)) as c:
+    with TestClient(serve_app.create_app(served, max_chars=2_000, max_prompts=8, chunk=7)) as c:
         yield c
 
 
@@ -161,7 +167,7 @@ def test_health_card_stats_and_page(client):
 
 
 def test_the_page_references_nothing_outside_the_server():
-    html = (Path(serving.__file__).parent / "web" / "index.html").read_text(encoding="utf-8")
+    html = (Path(serve_app.__file__).parent / "web" / "index.html").read_text(encoding="utf-8")
     assert "://" not in html and "//cdn" not in html and "<link" not in html and "src=" not in html
     assert "@import" not in html and "url(" not in html
 
@@ -239,7 +245,7 @@ def test_a_bad_streamed_request_is_a_plain_json_error_not_a_stream(client):
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_body_over_1_mb_is_413(client, chunked):
-    body = json.dumps({"prompt": "a" * serving.MAX_BODY_BYTES}).encode()
+    body = json.dumps({"prompt": "a" * serve_app.MAX_BODY_BYTES}).encode()
     content = iter([body[i:i + 65_536] for i in range(0, len(body), 65_536)]) if chunked else body
     r = client.post("/v1/generate", content=content, headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json() == {"error": "the body is larger than 1,000,000 bytes"}
@@ -271,7 +277,7 @@ class FailingOnce:
 def test_a_failure_in_generation_is_a_masked_json_500_logged_and_the_server_goes_on(served, generator, caplog):
     engine = FailingOnce(generator)
     broken = modelcard.Served(served.name, engine, served.vocab, served.defaults, served.card)
-    with caplog.at_level(logging.ERROR, logger="charrnn.serving"), TestClient(serving.create_app(broken)) as c:
+    with caplog.at_level(logging.ERROR, logger="charrnn.serve"), TestClient(serve_app.create_app(broken)) as c:
         r = c.post("/v1/generate", json={"prompt": "ROMEO:", "num_chars": 20})
         assert r.status_code == 500 and r.headers["content-type"] == "application/json"
         assert r.json()["error"].startswith("internal error: RuntimeError: cannot reach https://***@example.com")
@@ -289,13 +295,13 @@ def test_a_failure_in_generation_is_a_masked_json_500_logged_and_the_server_goes
 
 
 def test_an_unexpected_error_in_a_handler_is_a_masked_json_500(served, caplog):
-    app = serving.create_app(served)
+    app = serve_app.create_app(served)
 
     @app.get("/boom")
     def boom():
         raise KeyError("https://user:hunter2@example.com/?token=abc123")
 
-    with caplog.at_level(logging.ERROR, logger="charrnn.serving"), \
+    with caplog.at_level(logging.ERROR, logger="charrnn.serve"), \
             TestClient(app, raise_server_exceptions=False) as c:
         r = c.get("/boom")
         assert r.status_code == 500 and r.json()["error"].startswith("internal error: KeyError: ")
@@ -414,7 +420,7 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator):
 def test_concurrent_http_requests_get_their_lone_answers_plain_or_streamed(served, generator):
     bodies = [{"prompts": prompts, **s} for prompts, s in REQUESTS] * 3
     bodies = [{**b, "stream": i % 2 == 1} for i, b in enumerate(bodies)]
-    app = serving.create_app(served, chunk=5)
+    app = serve_app.create_app(served, chunk=5)
 
     async def together():
         async with app.router.lifespan_context(app):
@@ -431,7 +437,7 @@ def test_concurrent_http_requests_get_their_lone_answers_plain_or_streamed(serve
 
 def test_a_plain_request_whose_client_goes_away_ends_and_frees_its_rows(served):
     """At the ASGI level: the body arrives, then (while generating) the client disconnects."""
-    app = serving.create_app(served, chunk=1)
+    app = serve_app.create_app(served, chunk=1)
     body = json.dumps({"prompt": "ROMEO:", "num_chars": 10_000}).encode()
 
     async def scenario():
@@ -478,7 +484,7 @@ def test_too_many_waiting_requests_get_503(generator):
 
 
 def test_a_busy_batcher_is_a_503(generator, monkeypatch):
-    app = serving.create_app(modelcard.Served("tiny", generator, generator.vocab, dict(modelcard.FALLBACK_DEFAULTS), {}))
+    app = serve_app.create_app(modelcard.Served("tiny", generator, generator.vocab, dict(modelcard.FALLBACK_DEFAULTS), {}))
 
     def busy(job):
         raise batching.Busy("busy: 1024 requests are waiting already; try again shortly")
@@ -496,9 +502,9 @@ def test_add_parser_gives_the_cli_a_serve_command():
     import argparse
 
     p = argparse.ArgumentParser(prog="charrnn")
-    serving.add_parser(p.add_subparsers(dest="command"))
+    serve_app.add_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["serve", "--model", "models:/charrnn@champion"])
-    assert args.func is serving.cmd_serve and args.model == "models:/charrnn@champion"
+    assert args.func is serve_app.cmd_serve and args.model == "models:/charrnn@champion"
     assert (args.host, args.port, args.max_chars, args.max_prompts, args.max_batch, args.batching) == \
         ("127.0.0.1", 8000, 10_000, 64, 64, True)
     assert p.parse_args(["serve", "--no-batching", "--chunk", "9"]).batching is False
@@ -516,9 +522,9 @@ def test_bad_options_are_one_clear_error_before_anything_loads(options, message,
     import argparse
 
     p = argparse.ArgumentParser()
-    serving.add_options(p)
-    with pytest.raises(serving.ServeError) as e:
-        serving.cmd_serve(p.parse_args(["--model", str(tmp_path / "absent"), *options]))
+    serve_app.add_options(p)
+    with pytest.raises(serve_app.ServeError) as e:
+        serve_app.cmd_serve(p.parse_args(["--model", str(tmp_path / "absent"), *options]))
     assert message in str(e.value)
 
 
@@ -529,12 +535,12 @@ def test_a_port_in_use_is_one_clear_error(served):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(serving.ServeError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
-            serving.run(serving.create_app(served), "127.0.0.1", port)
+        with pytest.raises(serve_app.ServeError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            serve_app.run(serve_app.create_app(served), "127.0.0.1", port)
 
 
 def test_a_missing_model_is_one_clear_error(tmp_path):
-    with pytest.raises(model_lib.ModelError, match="does not exist"):
+    with pytest.raises(network.ModelError, match="does not exist"):
         modelcard.load(str(tmp_path / "absent"))
 
 
@@ -548,10 +554,10 @@ def tracked_project(tmp_path_factory, served):
     root = tmp_path_factory.mktemp("project")
     (root / "dvc.yaml").write_text("stages: {}\n")
     model_dir = save_tiny_model(root / "data" / "model")
-    full_hash = outputs.model_hash(model_dir)
+    full_hash = metricfiles.model_hash(model_dir)
     (root / "metrics").mkdir()
     (root / "metrics" / "perplexity.json").write_text(json.dumps(
-        {"bpc": 2.25, "loss": 1.56, "perplexity": 4.76, "chars": 100, "model": outputs.model_id(full_hash)}))
+        {"bpc": 2.25, "loss": 1.56, "perplexity": 4.76, "chars": 100, "model": metricfiles.model_id(full_hash)}))
     params = Params.from_dict({"data": {"source": SECRET_SOURCE}, "train": {"embedding_dim": 8, "units": 32, "layers": 2},
                                "sample": {"num_chars": 33, "temperature": 0.7, "seed": 5, "top_k": 3, "top_p": 0.9}})
     mp = pytest.MonkeyPatch()
@@ -560,7 +566,7 @@ def tracked_project(tmp_path_factory, served):
     mp.delenv("DVC_ROOT", raising=False)
     mp.setenv("DVC_EXP_NAME", "tiny-exp")
     try:
-        generation.export(generation.Generator(*model_lib.load(model_dir)), root / "data" / "generator")
+        generation.export(generation.Generator(*network.load(model_dir)), root / "data" / "generator")
         with tracking.train_run(params, root, tags={tracking.MODEL_HASH_TAG: full_hash}) as run:
             run.log_metrics({"held_out_bpc": 2.5, "held_out_loss": 1.7, "held_out_perplexity": 5.5})
             version = registry.register(run, "charrnn", root / "data" / "generator", model_dir / "vocab.json", full_hash,
@@ -588,14 +594,14 @@ def test_the_card_of_a_model_directory_tells_where_it_came_from(tracked_project)
     assert card["mlflow"] == {"experiment": "charrnn", "run_id": run_id, "run_name": "tiny-exp",
                               "dvc_experiment": "tiny-exp", "registered_model": "charrnn", "version": int(version),
                               "aliases": ["champion"]}
-    assert card["model_hash"] == outputs.model_hash(root / "data" / "model")
+    assert card["model_hash"] == metricfiles.model_hash(root / "data" / "model")
 
 
 def test_a_model_directory_serves_with_its_runs_sample_defaults(tracked_project):
     root, _, _ = tracked_project
     served = modelcard.load(str(root / "data" / "model"))
     assert served.defaults == {"num_chars": 33, "temperature": 0.7, "top_k": 3, "top_p": 0.9, "seed": 5}
-    with TestClient(serving.create_app(served, max_chars=20)) as c:
+    with TestClient(serve_app.create_app(served, max_chars=20)) as c:
         body = c.post("/v1/generate", json={"prompt": "ROMEO:"}).json()
         assert body["num_chars"] == 20  # the run's 33, capped by --max-chars
         assert body["texts"] == served.engine.generate_text(["ROMEO:"], 20, 0.7, 5, 3, 0.9)
@@ -613,7 +619,7 @@ def test_a_registered_model_is_served_from_the_store(tracked_project, monkeypatc
     assert card["held_out"] == {"loss": 1.7, "bpc": 2.5, "perplexity": 5.5, "from": "MLflow run"}
     assert card["architecture"].items() >= {"vocab_size": VOCAB.size, "embedding_dim": 8, "units": 32, "layers": 2,
                                             "cell": "gru", "dropout": 0.0}.items()  # from the run's train.* params
-    with TestClient(serving.create_app(served)) as c:
+    with TestClient(serve_app.create_app(served)) as c:
         body = c.post("/v1/generate", json={"prompts": ["ROMEO:", "a"]}).json()
         assert body["model"] == f"models:/charrnn@champion (version {version})"
         out = saved.generate(tf.constant(["ROMEO:", "a"]), tf.constant(33), tf.constant(0.7), tf.constant(5, tf.int64),
@@ -632,7 +638,7 @@ def test_an_unreadable_store_is_a_warning_not_a_failure(tmp_path, caplog):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"not a database at all" * 100)
-    with caplog.at_level(logging.WARNING, logger="charrnn.serving"):
+    with caplog.at_level(logging.WARNING, logger="charrnn.serve"):
         served = modelcard.load(str(save_tiny_model(tmp_path / "data" / "model")))
     assert served.card["mlflow"] is None
     assert "no MLflow provenance" in caplog.text
@@ -641,7 +647,7 @@ def test_an_unreadable_store_is_a_warning_not_a_failure(tmp_path, caplog):
 def test_connections_to_the_served_socket_send_without_delay():
     """TCP_NODELAY on every accepted connection: without it, each answer on a kept-alive
     connection waited ~40 ms for the client's delayed ACK."""
-    sock = serving.listening_socket("127.0.0.1", 0)
+    sock = serve_app.listening_socket("127.0.0.1", 0)
     nodelay = []
 
     async def main():
@@ -669,7 +675,7 @@ def server_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_dir, server_log):
-    with serving.spawn(model_dir, "--max-chars", "20000", "--chunk", "5", log_path=server_log) as spawned:
+    with serve_app.spawn(model_dir, "--max-chars", "20000", "--chunk", "5", log_path=server_log) as spawned:
         yield spawned
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charrnn import records, tfrecord
-from charrnn.vocab import Vocabulary, count_chars
+from charrnn.data import records, tfrecord
+from charrnn.data.vocab import Vocabulary, count_chars
 
 
 @pytest.mark.parametrize("length", [1, 3, 4, 7, 202, 404])
@@ -39,6 +39,6 @@ def test_shards_split_as_before_and_read_back(tmp_path):
 
 
 def test_data_stages_do_not_import_tensorflow():
-    code = ("import sys; import charrnn.records, charrnn.vocab, charrnn.tfrecord; "
+    code = ("import sys; import charrnn.data.records, charrnn.data.vocab, charrnn.data.tfrecord; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

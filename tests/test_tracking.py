@@ -9,8 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from charrnn import history, runs, tracking
-from charrnn.params import Params, TrackingParams
+from charrnn.core.params import Params, TrackingParams
+from charrnn.nn import history
+from charrnn.tracking import runs as tracking
+from charrnn.tracking import table as runs
 
 EXPERIMENT = TrackingParams().experiment
 
@@ -225,7 +227,7 @@ def test_disabled_tracking_is_a_no_op(tmp_path, env, how):
 
 def test_import_and_disabled_runs_do_not_import_mlflow(tmp_path):
     code = (
-        "import sys; from pathlib import Path; from charrnn import tracking; from charrnn.params import Params\n"
+        "import sys; from pathlib import Path; from charrnn.tracking import runs as tracking; from charrnn.core.params import Params\n"
         f"with tracking.train_run(Params(), Path({str(tmp_path)!r})) as run: run.log_metrics({{'a': 1}})\n"
         "assert 'mlflow' not in sys.modules"
     )

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from charrnn import records, training
-from charrnn.params import TrainParams
-from charrnn.vocab import Vocabulary, count_chars
+from charrnn.core.params import TrainParams
+from charrnn.data import records
+from charrnn.data.vocab import Vocabulary, count_chars
+from charrnn.nn import training
 
 TEXT = "to be or not to be, that is the question.\n" * 120
 

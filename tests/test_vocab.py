@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.vocab import UNK, UNK_ID, Vocabulary, VocabError, count_chars, read_chunks, vocab_metrics
+from charrnn.data.vocab import UNK, UNK_ID, VocabError, Vocabulary, count_chars, read_chunks, vocab_metrics
 
 
 def vocab_of(text, **kw):

@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from charrnn import paths
-from charrnn.errors import CharrnnError
-from charrnn.params import MAX_NUM_CHARS, Params, problem
+from charrnn.core import paths
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import MAX_NUM_CHARS, Params, problem
 
 
 class UsageError(CharrnnError):
@@ -37,13 +37,13 @@ def check(option: str, key: str, value) -> None:
 
 
 def cmd_generate(args) -> None:
-    from charrnn import generation
-    from charrnn import model as model_lib
+    from charrnn.nn import network
+    from charrnn.sampling import generation
 
     if args.max_chars < 1:
         raise UsageError(f"--max-chars must be at least 1, got {args.max_chars}")
     generation.check_settings(args.num_chars, args.temperature, args.seed, args.top_k, args.top_p, args.max_chars)
-    model, vocab = model_lib.load(args.model)
+    model, vocab = network.load(args.model)
     for warning in generation.check_prompts(vocab, args.prompt):
         print(f"warning: {warning}", file=sys.stderr)
     generator = generation.Generator(model, vocab)
@@ -79,17 +79,17 @@ def cmd_evaluate(args) -> None:
     check("--seq-length", "seq_length", args.seq_length)
     check("--batch-size", "evaluate.batch_size", args.batch_size)
     check("--encoding", "data.encoding", args.encoding)
-    from charrnn import corpus, evaluation
-    from charrnn import model as model_lib
+    from charrnn.data import corpus
+    from charrnn.nn import evaluation, network
 
     text = corpus.normalize(corpus.decode(Path(args.text).read_bytes(), args.encoding))
-    model, vocab = model_lib.load(args.model)
+    model, vocab = network.load(args.model)
     result = evaluation.held_out_loss(model, vocab.encode(text), args.batch_size, args.seq_length)
     print(json.dumps(result, indent=2))
 
 
 def cmd_info(args) -> None:
-    from charrnn import modeldir
+    from charrnn.nn import modeldir
 
     saved = modeldir.read(args.model)
     config = {k: v for k, v in saved.config.__dict__.items()}
@@ -98,7 +98,7 @@ def cmd_info(args) -> None:
 
 def cmd_outputs(args) -> None:
     """Where `dvc repro` put things, with the headline numbers."""
-    from charrnn import outputs
+    from charrnn.core import metricfiles
 
     lines = []
     for label, path in [("corpus", paths.CORPUS), ("vocabulary", paths.VOCAB), ("model", paths.MODEL),
@@ -106,11 +106,11 @@ def cmd_outputs(args) -> None:
                         ("metrics", paths.METRICS)]:
         lines.append(f"  {label:<24}{path}{'/' if path.is_dir() else ''}{'' if path.exists() else '  (missing)'}")
     print("outputs:\n" + "\n".join(lines))
-    held_out = outputs.read_metrics(paths.HELD_OUT)
+    held_out = metricfiles.read_metrics(paths.HELD_OUT)
     if held_out is not None:
         print(f"held-out loss {_number(held_out, 'loss', paths.HELD_OUT):.4f} nats/char, perplexity "
               f"{_number(held_out, 'perplexity', paths.HELD_OUT):.3f}, {_number(held_out, 'bpc', paths.HELD_OUT):.4f} bits/char")
-    copying = outputs.read_metrics(paths.SAMPLE_METRICS)
+    copying = metricfiles.read_metrics(paths.SAMPLE_METRICS)
     if copying is not None and "copy_ngram" in copying:
         n = copying["copy_ngram"]
         print(f"samples: {_number(copying, f'copied_frac_{n}', paths.SAMPLE_METRICS):.1%} of {n}-grams occur in the "
@@ -127,7 +127,8 @@ def _number(metrics: dict, key: str, path: Path) -> float:
 
 
 def cmd_runs(args) -> None:
-    from charrnn import runs, tracking
+    from charrnn.tracking import runs as tracking
+    from charrnn.tracking import table as runs
 
     frame = runs.frame(tracking.find_root(), args.experiment)
     if frame.empty:
@@ -140,7 +141,8 @@ def cmd_runs(args) -> None:
 
 
 def cmd_promote(args) -> None:
-    from charrnn import registry, tracking
+    from charrnn.tracking import registry
+    from charrnn.tracking import runs as tracking
 
     root = tracking.find_root()
     name = args.name or Params.load(root / paths.PARAMS).tracking.registered_model
@@ -199,14 +201,14 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--name", default=None, help="registered model (default: tracking.registered_model in params.yaml)")
     m.set_defaults(func=cmd_promote)
 
-    from charrnn import serving
+    from charrnn.serve import app as serve_app
 
-    serving.add_parser(sub)
+    serve_app.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    from charrnn.stage import run_stage
+    from charrnn.core.stage import run_stage
 
     run_stage(lambda: _dispatch(argv), interrupted_message="interrupted ({how})")
 

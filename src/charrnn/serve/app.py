@@ -60,12 +60,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from charrnn import paths
-from charrnn.batching import DEFAULT_CHUNK, MAX_BATCH, Batcher, Busy, Cancelled, Failed, Job
-from charrnn.errors import CharrnnError
-from charrnn.modelcard import FALLBACK_DEFAULTS, SETTING_TYPES, Served, load
-from charrnn.params import MAX_NUM_CHARS, MAX_PROMPTS
-from charrnn.redact import format_exception, redact
+from charrnn.core import paths
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import MAX_NUM_CHARS, MAX_PROMPTS
+from charrnn.core.redact import format_exception, redact
+from charrnn.serve.batching import DEFAULT_CHUNK, MAX_BATCH, Batcher, Busy, Cancelled, Failed, Job
+from charrnn.serve.served import FALLBACK_DEFAULTS, SETTING_TYPES, Served, load
 
 MAX_BODY_BYTES = 1_000_000
 DEFAULT_MAX_CHARS = 10_000
@@ -75,7 +75,7 @@ MAX_ERROR_CHARS = 1_000
 FIELDS = ("prompt", "prompts", *FALLBACK_DEFAULTS, "stream")
 LISTENING = "charrnn serve: listening on "
 
-log = logging.getLogger("charrnn.serving")
+log = logging.getLogger("charrnn.serve")
 
 
 class ServeError(CharrnnError):
@@ -128,7 +128,7 @@ def parse_body(raw: bytes) -> dict:
 def read_request(body: dict, served: Served, limits: Limits) -> tuple[list[str], dict, bool, list[str]]:
     """(prompts, settings, stream, warnings) of a request body, or an ApiError (422) saying what
     is wrong, by the rules of the sample.* params."""
-    from charrnn.generation import GenerationError, check_prompts, check_settings
+    from charrnn.sampling.generation import GenerationError, check_prompts, check_settings
 
     unknown = [k for k in body if k not in FIELDS]
     if unknown:
@@ -194,7 +194,7 @@ def create_app(model: str | Path | Served, max_chars: int = DEFAULT_MAX_CHARS, m
     defaults = {**served.defaults, "num_chars": min(served.defaults["num_chars"], max_chars)}
     served = Served(served.name, served.engine, served.vocab, defaults, served.card)
     batcher = Batcher(served.engine, max_batch, chunk, batching)
-    page = resources.files("charrnn").joinpath("web/index.html").read_text(encoding="utf-8")
+    page = resources.files("charrnn.serve").joinpath("web/index.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(app):

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from charrnn.errors import CharrnnError
+from charrnn.core.errors import CharrnnError
 
 # Limits, each documented in the README ("Parameters").
 SEED_MAX = 2**31 - 1  # TensorFlow's and Keras's seeds are 32-bit

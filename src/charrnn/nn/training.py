@@ -18,13 +18,14 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from charrnn import checkpoint, distribute, files, recipe, records
-from charrnn import history as history_lib
-from charrnn import model as model_lib
-from charrnn.errors import CharrnnError
-from charrnn.modeldir import ModelConfig
-from charrnn.params import TrainParams
-from charrnn.vocab import Vocabulary
+from charrnn.core import files
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import TrainParams
+from charrnn.data import records
+from charrnn.data.vocab import Vocabulary
+from charrnn.nn import checkpoint, distribute, network, recipe
+from charrnn.nn.history import LOSSES, THROUGHPUT
+from charrnn.nn.modeldir import ModelConfig
 
 
 class TrainingError(CharrnnError, RuntimeError):
@@ -103,21 +104,21 @@ class EpochReport(keras.callbacks.Callback):
 
 @dataclass
 class Result:
-    model: model_lib.CharRNN
+    model: network.CharRNN
     history: pd.DataFrame  # epoch, loss, val_loss: deterministic
     throughput: pd.DataFrame  # epoch, seconds, chars_per_sec: wall-clock measurements
     summary: dict
     checkpoints: checkpoint.EpochCheckpoints
 
 
-def build_model(params: TrainParams, vocab: Vocabulary, total_steps: int = 1) -> model_lib.CharRNN:
+def build_model(params: TrainParams, vocab: Vocabulary, total_steps: int = 1) -> network.CharRNN:
     """The compiled model `train` fits (bench/ times this same model); `total_steps` sizes the
     learning-rate schedule. On a CPU its GRU runs fastgru's fused loop (train.rnn_impl); mixed
     precision applies on a GPU only. With train.softmax adaptive, the clusters come from the
     vocabulary's counts (charrnn.adaptive) and fit's steps take the loss from CharRNN.mean_nll
     instead of the compiled loss, which then serves only the full softmax."""
-    model = model_lib.build(ModelConfig.from_params(params, vocab), rnn_impl=params.rnn_impl,
-                            policy=model_lib.policy(params.mixed_precision))
+    model = network.build(ModelConfig.from_params(params, vocab), rnn_impl=params.rnn_impl,
+                            policy=network.policy(params.mixed_precision))
     model.compile(  # under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer
         optimizer=recipe.optimizer(params, total_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -169,7 +170,7 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
             callbacks=[ReseedEachEpoch(params.seed), StopOnNaN(), report, checkpoints],
             verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch in logs
         )
-    history = pd.DataFrame(checkpoints.rows, columns=history_lib.LOSSES)
+    history = pd.DataFrame(checkpoints.rows, columns=LOSSES)
     kept = checkpoints.model_epoch
     summary = {
         "epochs": int(len(history)),
@@ -180,7 +181,7 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
         "parameters": int(model.count_params()),
         "train_chars_per_epoch": meta.train_windows * meta.seq_length,
     }
-    return Result(model, history, pd.DataFrame(report.rows, columns=history_lib.THROUGHPUT),
+    return Result(model, history, pd.DataFrame(report.rows, columns=THROUGHPUT),
                   summary, checkpoints)
 
 

@@ -18,7 +18,7 @@ import os
 
 import tensorflow as tf
 
-from charrnn.errors import CharrnnError
+from charrnn.core.errors import CharrnnError
 
 KINDS = ("auto", "mirrored", "multi_worker")
 

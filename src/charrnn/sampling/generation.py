@@ -28,10 +28,10 @@ from typing import Iterator
 import tensorflow as tf
 from tensorflow.core.protobuf import fingerprint_pb2
 
-from charrnn import files
-from charrnn.errors import CharrnnError
-from charrnn.params import MAX_NUM_CHARS, MAX_PROMPTS, problem
-from charrnn.vocab import UNK_ID, Vocabulary
+from charrnn.core import files
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import MAX_NUM_CHARS, MAX_PROMPTS, problem
+from charrnn.data.vocab import UNK_ID, Vocabulary
 
 CHUNK = 1_000  # characters per graph call when generating in chunks (Ctrl-C and memory act in between)
 MIN_ROWS = 2  # see the module docstring
@@ -164,7 +164,7 @@ def step_fn(model, table=None):
     less work per character; `table` is its precomputed first-layer projection), else the Keras
     cells' (`step`)."""
     if model.use_fused(training=False):
-        from charrnn import fastgru
+        from charrnn.nn import fastgru
 
         return fastgru.step_fn(model, table)
     return lambda ids, states: step(model, ids, states)
@@ -239,7 +239,7 @@ class Generator(tf.Module):
         self.weights = [w.value for w in model.weights]  # the underlying tf.Variables
         self.table = None
         if model.use_fused(training=False):
-            from charrnn import fastgru
+            from charrnn.nn import fastgru
 
             self.table = tf.Variable(fastgru.input_table(model), trainable=False, name="input_table")
         chars = tf.constant(vocab.chars, tf.string)

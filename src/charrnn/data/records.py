@@ -18,9 +18,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from charrnn import files, tfrecord
-from charrnn.errors import CharrnnError
-from charrnn.vocab import Vocabulary, read_chunks
+from charrnn.core import files
+from charrnn.core.errors import CharrnnError
+from charrnn.data import tfrecord
+from charrnn.data.vocab import Vocabulary, read_chunks
 
 META = "meta.json"
 

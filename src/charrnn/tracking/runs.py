@@ -31,16 +31,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from charrnn import paths, provenance
-from charrnn.errors import CharrnnError
-from charrnn.params import Params, TrackingParams
-from charrnn.redact import redact
+from charrnn.core import paths
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import Params, TrackingParams
+from charrnn.core.redact import redact
+from charrnn.tracking import provenance
 
 MODEL_HASH_TAG = "charrnn.model_hash"
 OFF_VALUES = {"0", "false", "off", "no"}
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("charrnn.tracking")
 
 
 class TrackingError(CharrnnError):

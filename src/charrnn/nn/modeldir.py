@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
-from charrnn.errors import CharrnnError
-from charrnn.params import problem
-from charrnn.vocab import VocabError, Vocabulary
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import problem
+from charrnn.data.vocab import VocabError, Vocabulary
 
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
@@ -50,7 +50,7 @@ class ModelConfig:
     def from_params(cls, train, vocab: Vocabulary) -> "ModelConfig":
         adaptive = {}
         if train.softmax == "adaptive":
-            from charrnn.adaptive import choose_clusters
+            from charrnn.nn.adaptive import choose_clusters
 
             clusters, dims = choose_clusters(vocab.counts, train.units)
             adaptive = {"softmax": "adaptive", "clusters": clusters, "tail_dims": dims}

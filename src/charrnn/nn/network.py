@@ -19,10 +19,11 @@ import keras
 import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
-from charrnn import fastgru, files, modeldir
-from charrnn.adaptive import AdaptiveSoftmax
-from charrnn.modeldir import CONFIG, VOCAB, WEIGHTS, ModelConfig, ModelError  # noqa: F401  (re-exported)
-from charrnn.vocab import Vocabulary
+from charrnn.core import files
+from charrnn.data.vocab import Vocabulary
+from charrnn.nn import fastgru, modeldir
+from charrnn.nn.adaptive import AdaptiveSoftmax
+from charrnn.nn.modeldir import CONFIG, VOCAB, WEIGHTS, ModelConfig, ModelError  # noqa: F401  (re-exported)
 
 
 class CharRNN(keras.Model):

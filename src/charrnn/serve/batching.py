@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from charrnn.redact import format_exception, redact
+from charrnn.core.redact import format_exception, redact
 
 MAX_BATCH = 64  # the batch-invariance of generation is tested up to 64 rows
 # Characters per step: how often new requests can join and streams advance. Each extend call costs
@@ -30,7 +30,7 @@ MAX_BATCH = 64  # the batch-invariance of generation is tested up to 64 rows
 DEFAULT_CHUNK = 100
 MAX_WAITING = 1_024  # requests queued for a place in the batch before new ones are refused
 
-log = logging.getLogger("charrnn.serving")
+log = logging.getLogger("charrnn.serve")
 
 
 class Busy(Exception):

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from charrnn import files
-from charrnn.errors import CharrnnError
-from charrnn.params import DataParams, problem
-from charrnn.redact import credentials_in, redact
+from charrnn.core import files
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import DataParams, problem
+from charrnn.core.redact import credentials_in, redact
 
 PRESETS: dict[str, dict] = {
     "shakespeare": {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from charrnn import tracking
+from charrnn.tracking import runs as tracking
 
 KEY_PARAMS = ("seq_length", "train.cell", "train.layers", "train.units", "train.epochs", "train.learning_rate")
 # table order; the first is the sort key

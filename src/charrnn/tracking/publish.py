@@ -9,7 +9,8 @@ Tracking only: nothing here changes a DVC output.
 """
 from __future__ import annotations
 
-from charrnn import files, outputs, paths, provenance, registry
+from charrnn.core import files, metricfiles, paths
+from charrnn.tracking import provenance, registry
 
 
 def publish(run, params, full_hash: str) -> None:
@@ -18,12 +19,12 @@ def publish(run, params, full_hash: str) -> None:
     Model tagged with the held-out bits per character."""
     if not run.active:
         return
-    held_out = outputs.of_model(paths.HELD_OUT, full_hash)
+    held_out = metricfiles.of_model(paths.HELD_OUT, full_hash)
     if held_out is not None:
-        run.log_metrics(outputs.numbers(held_out, "held_out_"))
-    sampled = outputs.of_model(paths.SAMPLE_METRICS, full_hash)
+        run.log_metrics(metricfiles.numbers(held_out, "held_out_"))
+    sampled = metricfiles.of_model(paths.SAMPLE_METRICS, full_hash)
     if sampled is not None:
-        run.log_metrics(outputs.numbers(sampled))
+        run.log_metrics(metricfiles.numbers(sampled))
         run.log_artifacts(paths.SAMPLES, "samples")
     tags = {registry.HELD_OUT_BPC_TAG: f"{held_out['bpc']:.4f}"} if held_out is not None else {}
     name = params.tracking.registered_model

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from charrnn.errors import CharrnnError
-from charrnn.params import Params
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import Params
 
 FLOAT = 4
 

@@ -13,8 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
-from charrnn import files
-from charrnn.errors import CharrnnError
+from charrnn.core import files
+from charrnn.core.errors import CharrnnError
 
 UNK = "[UNK]"
 UNK_ID = 0

@@ -7,14 +7,14 @@ after the first is predicted from all the text before it in its row, as a reader
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from charrnn import records, resources
-from charrnn.errors import CharrnnError
+from charrnn.core.errors import CharrnnError
+from charrnn.data import records
+from charrnn.nn import memory
 
 
 class EvaluationError(CharrnnError, ValueError):
@@ -50,7 +50,7 @@ def held_out_loss(model, ids: np.ndarray, batch_size: int, seq_length: int) -> d
     if batch_size < 1 or seq_length < 1:
         raise EvaluationError(f"batch size and sequence length must be >= 1, got {batch_size} and {seq_length}")
     inputs, targets, mask = _rows(ids, batch_size, seq_length)
-    resources.check_evaluation(model.config, inputs.shape[0], seq_length)
+    memory.check_evaluation(model.config, inputs.shape[0], seq_length)
 
     @tf.function(reduce_retracing=True)
     def window_loss(x, y, m, states):

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from charrnn import paths
+from charrnn.core import paths
 
 
 def git_tags(root: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from charrnn.params import TrainParams
+from charrnn.core.params import TrainParams
 
 COSINE_FLOOR = 0.1  # the cosine schedule ends at a tenth of the peak rate
 

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from charrnn.errors import CharrnnError
+from charrnn.core.errors import CharrnnError
 
 INTERRUPTED = "interrupted ({how}); outputs left as they were, run `dvc repro` again to continue"
 
@@ -39,8 +39,8 @@ def install(interrupted_message: str = INTERRUPTED) -> None:
     anything else is imported: a Ctrl-C may arrive at any moment."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     sys.excepthook = lambda kind, e, tb: _exit_for(e, interrupted_message)
-    from charrnn.quiet import quiet_tensorflow
-    from charrnn.redact import mask_log_records
+    from charrnn.core.quiet import quiet_tensorflow
+    from charrnn.core.redact import mask_log_records
 
     mask_log_records()
     quiet_tensorflow()
@@ -64,7 +64,7 @@ def _exit_for(e: BaseException, interrupted_message: str) -> None:
     elif is_project_error(e) or isinstance(e, OSError):
         _leave(f"error: {describe(e)}", 1)
     else:
-        from charrnn.redact import format_exception
+        from charrnn.core.redact import format_exception
 
         _leave(format_exception(e).rstrip("\n") + "\nerror: this is a bug in charrnn; please report it", 1)
 
@@ -84,7 +84,7 @@ def is_project_error(e: BaseException) -> bool:
 
 def describe(e: BaseException) -> str:
     """One masked line for a project or environment error."""
-    from charrnn.redact import redact
+    from charrnn.core.redact import redact
 
     if isinstance(e, OSError) and not is_project_error(e):
         where = f"{e.filename}: " if e.filename else ""

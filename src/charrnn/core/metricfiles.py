@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from charrnn import files, paths
-from charrnn.errors import CharrnnError
+from charrnn.core import files, paths
+from charrnn.core.errors import CharrnnError
 
 MODEL_ID_DIGITS = 16
 

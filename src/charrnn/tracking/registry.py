@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from charrnn import tracking
-from charrnn.errors import CharrnnError
-from charrnn.redact import redact
+from charrnn.core.errors import CharrnnError
+from charrnn.core.redact import redact
+from charrnn.tracking import runs as tracking
 
 LOGGED_MODEL_NAME = "generator"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from charrnn import paths
-from charrnn.errors import CharrnnError
-from charrnn.params import MAX_NUM_CHARS
-from charrnn.redact import redact
+from charrnn.core import paths
+from charrnn.core.errors import CharrnnError
+from charrnn.core.params import MAX_NUM_CHARS
+from charrnn.core.redact import redact
 
 FALLBACK_DEFAULTS = {"num_chars": 200, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "seed": 0}
 SETTING_TYPES = {"num_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int}
 
-log = logging.getLogger("charrnn.serving")
+log = logging.getLogger("charrnn.serve")
 
 
 
@@ -43,7 +43,7 @@ def load(model: str, root: Path | None = None) -> Served:
     """A model directory, or a registered model (models:/name@alias, models:/name/version,
     resolved in the project at `root`, default: the one holding the working directory)."""
     if model.startswith("models:/"):
-        from charrnn import tracking
+        from charrnn.tracking import runs as tracking
 
         served = _load_registered(model, root or tracking.find_root())
     else:
@@ -53,11 +53,12 @@ def load(model: str, root: Path | None = None) -> Served:
 
 
 def _load_directory(path: Path) -> Served:
-    from charrnn import generation, outputs
-    from charrnn import model as model_lib
+    from charrnn.core import metricfiles
+    from charrnn.nn import network
+    from charrnn.sampling import generation
 
-    keras_model, vocab = model_lib.load(path)
-    model_hash = outputs.model_hash(path)
+    keras_model, vocab = network.load(path)
+    model_hash = metricfiles.model_hash(path)
     root = _project_of(path)
     found = _mlflow_record(root, model_hash) if root else None
     params = found["params"] if found else {}
@@ -70,8 +71,8 @@ def _load_registered(uri: str, root: Path) -> Served:
     import tensorflow as tf
     import yaml
 
-    from charrnn import registry
-    from charrnn.vocab import Vocabulary
+    from charrnn.data.vocab import Vocabulary
+    from charrnn.tracking import registry
 
     dest = Path(tempfile.mkdtemp(prefix="charrnn-serve-"))
     atexit.register(shutil.rmtree, dest, ignore_errors=True)
@@ -96,7 +97,7 @@ def _warm_up(served: Served) -> None:
 
 
 def _project_of(path: Path) -> Path | None:
-    from charrnn import tracking
+    from charrnn.tracking import runs as tracking
 
     try:
         return tracking.find_root(path)
@@ -108,7 +109,7 @@ def _mlflow_record(root: Path, model_hash: str | None, run_id: str | None = None
     """The model's MLflow run (by id, else the newest tagged with its hash) and its newest
     registered version, read-only. None without a store; a warning, never a failure, when the
     store cannot be read."""
-    from charrnn import tracking
+    from charrnn.tracking import runs as tracking
 
     uri = tracking.tracking_uri(root)
     try:
@@ -165,11 +166,11 @@ def _card(model: str, vocab, architecture: dict | None, model_hash: str | None, 
 def _held_out(root: Path | None, model_hash: str | None, found: dict | None) -> dict | None:
     """Held-out loss / bpc / perplexity: the project's metrics/perplexity.json when it is this
     model's, else the run's metrics, else the registered version's bpc tag."""
-    from charrnn import outputs
+    from charrnn.core import metricfiles
 
     if root is not None and model_hash is not None:
         try:
-            data = outputs.of_model(root / paths.HELD_OUT, model_hash)
+            data = metricfiles.of_model(root / paths.HELD_OUT, model_hash)
         except CharrnnError as e:
             log.warning("%s", redact(e))
             data = None
@@ -207,7 +208,7 @@ def _architecture(params: dict, vocab) -> dict | None:
 def _defaults(known: dict) -> dict:
     """The sampling defaults: the model's own sample settings where known and valid, else the
     fallbacks. MLflow params arrive as strings."""
-    from charrnn.generation import GenerationError, check_settings
+    from charrnn.sampling.generation import GenerationError, check_settings
 
     defaults = {}
     for name, fallback in FALLBACK_DEFAULTS.items():
