@@ -23,6 +23,7 @@ def main():
     from charrnn.data.vocab import Vocabulary, count_chars
     from charrnn.nn import network, training
     from charrnn.sampling import generation
+    from charrnn.sampling.settings import SamplingSettings
 
     training.configure(42, 0)
     vocab = Vocabulary.from_counts(count_chars([common.generated_text(10_000)]))
@@ -38,12 +39,12 @@ def main():
         return tf.while_loop(lambda t, h: t < a.chars, body, (0, h))[1]
 
     h = tf.random.normal((a.prompts, 1024))
-    gen.generate_text(prompts, 50, 1.0, 1)
+    gen.generate_text(prompts, SamplingSettings(50, 1.0, seed=1))
     matmuls_only(h)
     print(f"load {common.load()}; {common.machine()}")
     for _ in range(a.rounds):
         with common.Timer() as g:
-            gen.generate_text(prompts, a.chars, 1.0, 1)
+            gen.generate_text(prompts, SamplingSettings(a.chars, 1.0, seed=1))
         with common.Timer() as m:
             matmuls_only(h)
         n = a.prompts * a.chars

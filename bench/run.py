@@ -88,11 +88,26 @@ def bench_training(name, text, workdir, steps):
     }], ours, vocab, our_cps
 
 
+def check_sides(ours, ours_saved, ref, prompts, num_chars):
+    """What is timed is real generation: the SavedModel's text is the library's for the same seed,
+    one answer per prompt; the tutorial's loop (its own sampler) gives num_chars per prompt."""
+    for n in (1, 64):
+        library, exported = ours(prompts[n]), [t.decode() for t in ours_saved(prompts[n]).numpy()]
+        if exported != library or len(library) != n or any(len(t) != len(p) + num_chars
+                                                           for t, p in zip(library, prompts[n])):
+            raise AssertionError(f"the sides disagree on {n} prompt(s): library {library[:1]!r}, "
+                                 f"SavedModel {exported[:1]!r}")
+    theirs = ref(prompts[5])
+    if [len(t) for t in theirs] != [len(p) + num_chars for p in prompts[5]]:
+        raise AssertionError(f"the tutorial's loop gave texts of lengths {[len(t) for t in theirs]}")
+
+
 def bench_generation(name, text, model, vocab, num_chars, rounds):
     import reference
     import tensorflow as tf
 
     from charrnn.sampling import generation
+    from charrnn.sampling.settings import SamplingSettings
 
     ids_from_chars, chars_from_ids = reference.lookups(text)
     ref_model = reference.MyModel(vocab.size, CONFIGS[name]["embedding_dim"], CONFIGS[name]["units"])
@@ -104,12 +119,14 @@ def bench_generation(name, text, model, vocab, num_chars, rounds):
         generation.export(gen, Path(d) / "g")
         saved = tf.saved_model.load(str(Path(d) / "g"))
 
+        settings = SamplingSettings(num_chars, temperature=1.0, top_k=0, top_p=1.0, seed=7)  # top_k, top_p: off
+
         def ours(prompts):
-            return gen.generate_text(prompts, num_chars, 1.0, 7)
+            return gen.generate_text(prompts, settings)
 
         def ours_saved(prompts):
-            return saved.generate(tf.constant(prompts), tf.constant(num_chars), tf.constant(1.0), tf.constant(7, tf.int64),
-                                  tf.constant(0), tf.constant(1.0))  # top_k, top_p: off
+            return saved.generate(tf.constant(prompts), tf.constant(num_chars), tf.constant(1.0), tf.constant(0),
+                                  tf.constant(1.0), tf.constant(7, tf.int64))
 
         def ref(prompts):
             return reference.generate(one_step, prompts, num_chars)
@@ -117,6 +134,7 @@ def bench_generation(name, text, model, vocab, num_chars, rounds):
         prompts = {n: [f"ROMEO{i}:" for i in range(n)] for n in (1, 5, 64)}
         for f, n in ((ref, 1), (ref, 5), (ours, 1), (ours, 64), (ours_saved, 1), (ours_saved, 64)):
             f(prompts[n][:1] if f is ref else prompts[n])  # warm-up: trace and compile
+        check_sides(ours, ours_saved, ref, prompts, num_chars)
         times = {k: [] for k in ("ref1", "ref5", "ours1", "saved1", "ours64", "saved64")}
         for r in range(rounds):
             for key, f, n in (("ref1", ref, 1), ("ours1", ours, 1), ("saved1", ours_saved, 1), ("ref5", ref, 5),

@@ -48,13 +48,15 @@ def library_seconds(model_dir: Path, chars: int, repeats: int) -> tuple[float, s
     """The library's median time for one prompt in-process, and its text (seed 0)."""
     from charrnn.nn import network
     from charrnn.sampling import generation
+    from charrnn.sampling.settings import SamplingSettings
 
     generator = generation.Generator(*network.load(model_dir))
-    text = generator.generate_text([PROMPT], chars, TEMPERATURE, 0)[0]  # traces the graphs
+    settings = SamplingSettings(chars, TEMPERATURE, top_k=0, top_p=1.0, seed=0)
+    text = generator.generate_text([PROMPT], settings)[0]  # traces the graphs
     times = []
     for _ in range(repeats):
         with common.Timer() as t:
-            generator.generate_text([PROMPT], chars, TEMPERATURE, 0)
+            generator.generate_text([PROMPT], settings)
         times.append(t.seconds)
     return common.median(times), text
 
@@ -107,18 +109,18 @@ def main():
     ap.add_argument("--lone", type=int, default=20, help="lone requests for the latency percentile")
     ap.add_argument("--chunk", type=int, default=None, help="the server's --chunk (default: its own)")
     a = ap.parse_args()
-    from charrnn.serve import app as serve_app
+    from charrnn.serve import batching, server
 
     command = ".venv/bin/python bench/serve.py " + shlex.join(sys.argv[1:])
     load_before = common.load()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(a.model) if a.model else default_model(Path(tmp))
         reference_s, reference_text = library_seconds(model_dir, a.chars, repeats=a.lone)
-        options = ["--max-batch", str(min(a.clients, serve_app.MAX_BATCH))] + (["--chunk", str(a.chunk)] if a.chunk else [])
-        with serve_app.spawn(model_dir, *options, log_path=Path(tmp) / "batching.log") as server:
+        options = ["--max-batch", str(min(a.clients, batching.MAX_BATCH))] + (["--chunk", str(a.chunk)] if a.chunk else [])
+        with server.spawn(model_dir, *options, log_path=Path(tmp) / "batching.log") as server:
             lone_s, lone_text = lone(server.url, a.chars, a.lone)
             batched, batched_texts = concurrent(server.url, a.clients, a.chars, a.rounds)
-        with serve_app.spawn(model_dir, "--no-batching", *options, log_path=Path(tmp) / "serial.log") as server:
+        with server.spawn(model_dir, "--no-batching", *options, log_path=Path(tmp) / "serial.log") as server:
             serial, serial_texts = concurrent(server.url, a.clients, a.chars, a.rounds)
     if lone_text != reference_text or batched_texts != serial_texts:
         sys.exit("error: the server's answers differ from the library's or between the two servers")

@@ -4,15 +4,14 @@
 in a copy of the repository under .dvc/tmp/exps/ that has no venv of its own. So: re-exec with the
 interpreter of the nearest enclosing `.venv` (or $CHARRNN_PYTHON) if this is not it, and put this
 checkout's src/ first on sys.path so a temporary copy runs its own code, not the installed one.
-Then charrnn.stage.install() makes even a Ctrl-C during the stage's imports end cleanly.
+Then charrnn.core.stage.install() makes even a Ctrl-C during the stage's imports end cleanly.
 """
-import os
-import signal
+import os  # both loaded by the interpreter before any script: their import cannot be interrupted
 import sys
 
 
 def _early_exit(kind, e, tb):
-    """Until charrnn.stage.install() below takes over: a Ctrl-C or SIGTERM while starting ends
+    """Until charrnn.core.stage.install() below takes over: a Ctrl-C or SIGTERM while starting ends
     quietly with 130 / 143, as it would later."""
     if issubclass(kind, KeyboardInterrupt):
         print("interrupted while starting", file=sys.stderr, flush=True)
@@ -26,7 +25,9 @@ def _early_sigterm(signum, frame):
     raise e
 
 
-sys.excepthook = _early_exit
+sys.excepthook = _early_exit  # first: a Ctrl-C may come while `signal` below is still importing
+import signal  # noqa: E402
+
 signal.signal(signal.SIGTERM, _early_sigterm)
 
 from pathlib import Path  # noqa: E402

@@ -1,11 +1,10 @@
 """DVC stage evaluate_perplexity: model + held-out tail of the corpus -> metrics/perplexity.json."""
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 
+from charrnn import tracking
 from charrnn.core import files, metricfiles, paths
 from charrnn.core.params import Params
 from charrnn.core.stage import run_stage
-from charrnn.tracking import publish
-from charrnn.tracking import runs as tracking
 
 
 def main() -> None:
@@ -17,8 +16,8 @@ def main() -> None:
                                         params.evaluate.batch_size, params.seq_length)
     model_hash = metricfiles.model_hash()
     files.write_json(paths.HELD_OUT, {**result, "model": metricfiles.model_id(model_hash)})
-    with tracking.model_run(params, tracking.find_root(), model_hash, stage="evaluate_perplexity") as run:
-        publish.publish(run, params, model_hash)
+    with tracking.model_run(params, paths.project_root(), model_hash, stage="evaluate_perplexity") as run:
+        tracking.publish(run, params, model_hash)
     print(f"held-out loss {result['loss']:.4f} nats/char, perplexity {result['perplexity']:.3f}, "
           f"{result['bpc']:.4f} bits/char over {result['chars']:,} characters -> {paths.HELD_OUT}")
 

@@ -3,12 +3,12 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import sys
 
+from charrnn import tracking
 from charrnn.core import files, metricfiles, paths
 from charrnn.core.params import Params
 from charrnn.core.stage import run_stage
 from charrnn.data import records
-from charrnn.tracking import publish
-from charrnn.tracking import runs as tracking
+from charrnn.sampling.settings import SamplingSettings, check_prompts
 
 
 def main() -> None:
@@ -19,11 +19,12 @@ def main() -> None:
 
     model, vocab = network.load(paths.MODEL)
     prompts = s.prompts or records.held_out_prompts(paths.CORPUS, params.data.val_fraction)
-    for warning in generation.check_prompts(vocab, prompts):
+    for warning in check_prompts(vocab, prompts):
         print(f"warning: {warning}", file=sys.stderr)
     generator = generation.Generator(model, vocab)
-    texts = generator.generate_text(prompts, s.num_chars, s.temperature, s.seed, s.top_k, s.top_p)
-    grid = {t: generator.generate_text(prompts, s.num_chars, t, s.seed, s.top_k, s.top_p) for t in s.temperature_grid}
+    settings = SamplingSettings.from_params(s)
+    texts = generator.generate_text(prompts, settings)
+    grid = {t: generator.generate_text(prompts, settings.replace(temperature=t)) for t in s.temperature_grid}
     split = records.split_point(records.count_corpus_chars(paths.CORPUS), params.data.val_fraction)
     generated = [text[len(prompt):] for prompt, text in zip(prompts, texts)]
     copying = novelty.copy_metrics(records.TextSpan(paths.CORPUS, 0, split), generated, ngram=s.copy_ngram)
@@ -36,8 +37,8 @@ def main() -> None:
     generation.export(generator, paths.GENERATOR)
     files.write_json(paths.SAMPLE_METRICS, {**copying, "model": metricfiles.model_id(model_hash),
                                             "sample_chars": sum(len(g) for g in generated)})
-    with tracking.model_run(params, tracking.find_root(), model_hash, stage="sample") as run:
-        publish.publish(run, params, model_hash)
+    with tracking.model_run(params, paths.project_root(), model_hash, stage="sample") as run:
+        tracking.publish(run, params, model_hash)
     print(f"{len(texts)} sample(s) of {s.num_chars} characters at temperature {s.temperature} -> {paths.SAMPLES}/; "
           f"generator -> {paths.GENERATOR}/")
     print(f"copied from the training text: {copying[f'copied_frac_{s.copy_ngram}']:.1%} of {s.copy_ngram}-grams, "

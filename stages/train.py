@@ -2,13 +2,12 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import os
 
-from charrnn.core import files, metricfiles, paths
+from charrnn import tracking
+from charrnn.core import files, paths
 from charrnn.core.params import Params
 from charrnn.core.stage import run_stage
 from charrnn.data.vocab import Vocabulary
-from charrnn.nn import history, memory
-from charrnn.tracking import publish
-from charrnn.tracking import runs as tracking
+from charrnn.nn import memory
 
 
 def main() -> None:
@@ -22,21 +21,14 @@ def main() -> None:
 
     if not distribute.is_chief():  # in a multi-worker cluster, only the chief logs the run
         os.environ["CHARRNN_TRACKING"] = "0"
-    with tracking.train_run(params, tracking.find_root(), tags=training.environment_tags()) as run:
+    with tracking.train_run(params, paths.project_root(), tags=training.environment_tags()) as run:
         result = training.train(params.train, paths.RECORDS, vocab, backup_dir=paths.TRAIN_BACKUP,
                                 on_epoch=lambda epoch, metrics: run.log_metrics(metrics, step=epoch))
         network.save(result.model, vocab, paths.MODEL)
         files.write_text(paths.METRICS / "history.csv", result.history.to_csv(index=False))
         files.write_text(paths.METRICS / "throughput.csv", result.throughput.to_csv(index=False))
         files.write_json(paths.METRICS / "train.json", result.summary)
-        model_hash = metricfiles.model_hash()
-        run.set_tags({tracking.MODEL_HASH_TAG: model_hash, "charrnn.corpus_hash": files.sha256_tree(paths.CORPUS),
-                      "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
-        run.log_artifacts(paths.MODEL, "model")
-        run.log_artifact(paths.VOCAB)
-        run.log_artifact(paths.METRICS / "history.csv")
-        run.log_figure(lambda: history.loss_figure(result.history), "loss_curve.png")
-        publish.publish(run, params, model_hash)  # what DVC may skip for this model
+        tracking.publish_training(run, params, result.history)
     result.checkpoints.clear()  # every output is in place: nothing left to resume
     summary = result.summary
     print(f"trained {summary['epochs']} epoch(s); kept epoch {summary['model_epoch']}: loss {summary['loss']:.4f}, "

@@ -9,6 +9,7 @@ from charrnn.data.vocab import Vocabulary, count_chars
 from charrnn.nn import evaluation, network
 from charrnn.nn.modeldir import ModelConfig
 from charrnn.sampling import generation
+from charrnn.sampling.settings import SamplingSettings
 
 CFG = ModelConfig(vocab_size=30, embedding_dim=16, units=24, layers=2)
 
@@ -84,7 +85,7 @@ def test_evaluation_and_generation_agree():
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
     vocab = Vocabulary.from_counts(count_chars(["abcdefghijklmnopqrstuvwxyzABC"]))
     assert vocab.size == 30
-    texts = [generation.generate(m, vocab, ["abc", "x"], 40, 0.8, seed=11) for m in (slow, fast)]
+    texts = [generation.generate(m, vocab, ["abc", "x"], SamplingSettings(40, 0.8, seed=11)) for m in (slow, fast)]
     assert texts[0] == texts[1]
 
 

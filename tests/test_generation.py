@@ -2,21 +2,21 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from charrnn.core import files
 from charrnn.data.vocab import UNK, UNK_ID, Vocabulary
-from charrnn.nn.modeldir import ModelConfig
-from charrnn.nn.network import build, save
+from charrnn.nn.network import save
 from charrnn.sampling.generation import (
-    GenerationError,
+    KNOWN_VERSIONS,
+    SIGNATURE_VERSION,
+    Engine,
+    ExportError,
     Generator,
-    check_prompts,
-    check_settings,
     draw,
     export,
     generate,
@@ -25,15 +25,10 @@ from charrnn.sampling.generation import (
     truncate,
     uniforms,
 )
+from charrnn.sampling.settings import SamplingSettings, SettingsError, check_prompts
+from tests.kit import CJK_CHARS, CJK_VOCAB, PROMPTS, VOCAB, adaptive_model, settings, tiny_model
 
-VOCAB = Vocabulary(tuple(sorted(set("\n :ABEMORabcde"))), (1,) * 14)
-PROMPTS = ["ROMEO:", "a", "Abba"]
-
-
-def tiny_model(vocab=VOCAB, cell="gru", layers=1, seed=0, units=16):
-    keras.utils.set_random_seed(seed)
-    return build(ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=units, layers=layers, cell=cell,
-                             vocab_fingerprint=vocab.fingerprint))
+V1 = Path(__file__).parent / "data"  # a model and its generator exported by signature version 1 (charrnn 9419bc7)
 
 
 def reference(model, vocab, prompts, num_chars, temperature, seed):
@@ -58,14 +53,14 @@ def reference(model, vocab, prompts, num_chars, temperature, seed):
 @pytest.mark.parametrize("cell,layers", [("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 2)])
 def test_compiled_generation_matches_a_step_by_step_reference(cell, layers):
     model = tiny_model(cell=cell, layers=layers)
-    assert generate(model, VOCAB, PROMPTS, 12, 0.9, 42) == reference(model, VOCAB, PROMPTS, 12, 0.9, 42)
+    assert generate(model, VOCAB, PROMPTS, settings(12, 0.9, seed=42)) == reference(model, VOCAB, PROMPTS, 12, 0.9, 42)
 
 
 def test_chunks_and_the_one_call_graph_give_the_same_text():
     generator = Generator(tiny_model(layers=2), VOCAB)
-    whole = generator.generate(tf.constant(PROMPTS), 50, 0.8, tf.constant(5, tf.int64), 0, 1.0)
+    whole = generator.generate(tf.constant(PROMPTS), 50, 0.8, 0, 1.0, tf.constant(5, tf.int64))
     texts = list(PROMPTS)
-    for pieces in generator.stream(PROMPTS, 50, 0.8, 5, chunk=7):
+    for pieces in generator.stream(PROMPTS, settings(50, 0.8, seed=5), chunk=7):
         assert all(len(p) <= 7 for p in pieces)
         texts = [t + p for t, p in zip(texts, pieces)]
     assert texts == [s.decode() for s in whole.numpy()]
@@ -77,7 +72,7 @@ def test_a_request_gets_the_same_text_alone_or_in_any_batch(cell):
     only, never on the other rows of the batch or the batch's size (up to 64 rows)."""
     model = tiny_model(cell=cell, units=64, layers=2)
     generator = Generator(model, VOCAB)
-    alone = generator.generate_text(["ROMEO:"], 40, 1.0, 9)[0]
+    alone = generator.generate_text(["ROMEO:"], settings(40, 1.0, seed=9))[0]
     rng = np.random.default_rng(0)
     for size in (2, 3, 17, 64):
         others = ["".join(rng.choice(list("ABabcde :"), rng.integers(1, 12))) for _ in range(size - 1)]
@@ -94,16 +89,16 @@ def test_unk_is_never_generated_even_when_the_model_prefers_it():
     bias = model.dense.bias.numpy()
     bias[UNK_ID] = 1e4
     model.dense.bias.assign(bias)
-    outputs = generate(model, VOCAB, PROMPTS, 200, 1.0, seed=3)
+    outputs = generate(model, VOCAB, PROMPTS, settings(200, 1.0, seed=3))
     for prompt, out in zip(PROMPTS, outputs):
         assert len(out) == len(prompt) + 200 and UNK not in out[len(prompt):]
 
 
 def test_same_seed_same_text_different_seed_different_text():
     generator = Generator(tiny_model(), VOCAB)
-    first = generator.generate_text(PROMPTS, 40, 1.0, seed=7)
-    assert generator.generate_text(PROMPTS, 40, 1.0, seed=7) == first
-    assert generator.generate_text(PROMPTS, 40, 1.0, seed=8) != first
+    first = generator.generate_text(PROMPTS, settings(40, 1.0, seed=7))
+    assert generator.generate_text(PROMPTS, settings(40, 1.0, seed=7)) == first
+    assert generator.generate_text(PROMPTS, settings(40, 1.0, seed=8)) != first
 
 
 def greedy(model, prompt, num_chars):
@@ -123,8 +118,8 @@ def test_a_very_low_temperature_and_top_k_1_are_greedy():
     model.dense.kernel.assign(model.dense.kernel * 20.0)  # clear winners, no near-ties
     want = greedy(model, "ROMEO:", 30)
     for seed in (1, 2):
-        assert generate(model, VOCAB, ["ROMEO:"], 30, 1e-4, seed) == [want]
-        assert generate(model, VOCAB, ["ROMEO:"], 30, 1.0, seed, top_k=1) == [want]
+        assert generate(model, VOCAB, ["ROMEO:"], settings(30, 1e-4, seed=seed)) == [want]
+        assert generate(model, VOCAB, ["ROMEO:"], settings(30, 1.0, top_k=1, seed=seed)) == [want]
 
 
 def test_top_k_keeps_the_k_most_likely():
@@ -164,7 +159,7 @@ def test_uniforms_are_uniform_and_depend_on_seed_row_and_position():
 
 def test_batch_of_prompts_each_gets_exactly_num_chars():
     prompts = ["R", "ROMEO: abba\nMEO", "x?a"]  # different lengths, unknown characters kept as given
-    outputs = generate(tiny_model(cell="lstm"), VOCAB, prompts, 17, 0.8, seed=0)
+    outputs = generate(tiny_model(cell="lstm"), VOCAB, prompts, settings(17, 0.8))
     for prompt, out in zip(prompts, outputs):
         assert out.startswith(prompt) and len(out) == len(prompt) + 17
         assert set(out[len(prompt):]) <= set(VOCAB.chars)
@@ -176,7 +171,7 @@ def test_cjk_vocabulary():
     prompts = ["".join(chars[100:103]), "😀" + chars[0]]
     assert check_prompts(vocab, prompts) == [f"prompt 1 ('😀{chars[0]}') has characters outside the vocabulary, "
                                              "read as [UNK]: '😀'"]
-    outputs = generate(tiny_model(vocab), vocab, prompts, 25, 1.0, seed=5, top_k=50, top_p=0.9)
+    outputs = generate(tiny_model(vocab), vocab, prompts, settings(25, 1.0, top_k=50, top_p=0.9, seed=5))
     for prompt, out in zip(prompts, outputs):
         assert out.startswith(prompt) and len(out) == len(prompt) + 25
         assert set(out[len(prompt):]) <= set(chars)
@@ -188,10 +183,11 @@ RELOAD = textwrap.dedent("""
     assert importlib.util.find_spec("charrnn") is None, "charrnn must not be importable here"
     import tensorflow as tf
     loaded = tf.saved_model.load(sys.argv[1])
-    args = (tf.constant(json.loads(sys.argv[2])), tf.constant(50), tf.constant(0.8), tf.constant(1, tf.int64),
-            tf.constant(3), tf.constant(0.9))
+    args = (tf.constant(json.loads(sys.argv[2])), tf.constant(50), tf.constant(0.8), tf.constant(3), tf.constant(0.9),
+            tf.constant(1, tf.int64))
     out = loaded.generate(*args)
-    names = ["prompts", "num_chars", "temperature", "seed", "top_k", "top_p"]
+    assert int(loaded.signature_version()) == 2
+    names = ["prompts", "num_chars", "temperature", "top_k", "top_p", "seed"]
     served = loaded.signatures["serving_default"](**dict(zip(names, args)))
     assert served["output_0"].numpy().tolist() == out.numpy().tolist()
     x, state = loaded.start(args[0])
@@ -216,7 +212,7 @@ def test_export_reloads_without_charrnn_and_matches_python(tmp_path, cell):
     export(generator, tmp_path / "generator")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]  # no temporary left behind
     out = json.loads(run_python(RELOAD, str(tmp_path / "generator"), json.dumps(PROMPTS)).splitlines()[-1])
-    assert out == generator.generate_text(PROMPTS, 50, 0.8, seed=1, top_k=3, top_p=0.9)
+    assert out == generator.generate_text(PROMPTS, settings(50, 0.8, top_k=3, top_p=0.9, seed=1))
 
 
 EXPORT = textwrap.dedent("""
@@ -248,78 +244,153 @@ def test_export_is_byte_identical_across_processes(tmp_path):
     (["ab", "a\udcff"], "prompt 1 is not valid Unicode"),
 ])
 def test_unusable_prompts_are_refused(prompts, match):
-    with pytest.raises(GenerationError, match=match):
+    with pytest.raises(SettingsError, match=match):
         check_prompts(VOCAB, prompts)
 
 
-@pytest.mark.parametrize("settings,match", [
-    ((0, 1.0, 0), "num_chars must be an integer from 1 to"),
-    ((4294967306, 1.0, 0), r"num_chars .* got 4294967306 \(raise the cap with --max-chars\)"),
-    ((10, 0.0, 0), "temperature must be a number from 1e-06 to 100"),
-    ((10, 1e-50, 0), "temperature must be a number from 1e-06"),
-    ((10, -1.0, 0), "temperature must be"),
-    ((10, 1.0, -1), "seed must be an integer from 0 to 2147483647"),
-    ((10, 1.0, 10**20), "seed must be"),
-    ((10, 1.0, 0, -1), "top_k must be"),
-    ((10, 1.0, 0, 0, 0.0), "top_p must be > 0 and <= 1"),
-    ((10, 1.0, 0, 0, 1.5), "top_p must be > 0 and <= 1"),
+@pytest.mark.parametrize("values,match", [
+    ({"num_chars": 0}, "num_chars must be an integer from 1 to"),
+    ({"num_chars": 4294967306}, r"num_chars .* got 4294967306 \(raise the cap with --max-chars\)"),
+    ({"temperature": 0.0}, "temperature must be a number from 1e-06 to 100"),
+    ({"temperature": 1e-50}, "temperature must be a number from 1e-06"),
+    ({"temperature": -1.0}, "temperature must be"),
+    ({"seed": -1}, "seed must be an integer from 0 to 2147483647"),
+    ({"seed": 10**20}, "seed must be"),
+    ({"top_k": -1}, "top_k must be"),
+    ({"top_p": 0.0}, "top_p must be > 0 and <= 1"),
+    ({"top_p": 1.5}, "top_p must be > 0 and <= 1"),
+    ({"top_p": 1e-40}, "top_p must be 0 or of a size a 32-bit float holds"),  # 0 in the graph's float32
+    ({"top_p": 1e-300}, "top_p must be 0 or of a size a 32-bit float holds"),
+    ({"top_p": 1e-45}, "top_p must be 0 or of a size a 32-bit float holds"),
+    ({"temperature": "0.8"}, "temperature must be a finite number"),
+    ({"num_chars": True}, "num_chars must be an integer"),
 ])
-def test_invalid_settings_are_refused(settings, match):
-    with pytest.raises(GenerationError, match=match):
-        check_settings(*settings)
+def test_invalid_settings_are_refused(values, match):
+    with pytest.raises(SettingsError, match=match):
+        SamplingSettings.parse(values)
+
+
+def test_every_problem_is_named_at_once_and_good_values_come_out_typed():
+    with pytest.raises(SettingsError, match="num_chars .*; temperature .*; top_p"):
+        SamplingSettings.parse({"num_chars": 0, "temperature": 0.0, "top_p": 2.0})
+    got = SamplingSettings.parse({"temperature": 1, "top_p": 1})
+    assert type(got.temperature) is float and type(got.top_p) is float
+
+
+def test_settings_defaults_are_the_sample_params():
+    from charrnn.core.params import Params
+
+    assert SamplingSettings() == SamplingSettings.from_params(Params().sample)
+
+
+def test_a_float_the_graph_rounds_to_zero_never_reaches_it():
+    """1e-40 is a valid Python float, but the graph's float32 flushes it to zero."""
+    generator = Generator(tiny_model(), VOCAB)
+    with pytest.raises(SettingsError, match="32-bit float"):
+        generator.generate_text(["ab"], SamplingSettings(num_chars=5, top_p=1e-40))
 
 
 def test_the_graph_refuses_invalid_requests_too():
     generator = Generator(tiny_model(), VOCAB)
     with pytest.raises(tf.errors.InvalidArgumentError, match="num_chars must be > 0"):
-        generator.generate(tf.constant(["ab"]), 0, 1.0, tf.constant(0, tf.int64), 0, 1.0)
+        generator.generate(tf.constant(["ab"]), 0, 1.0, 0, 1.0, tf.constant(0, tf.int64))
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least one character"):
-        generator.generate(tf.constant(["ab", ""]), 5, 1.0, tf.constant(0, tf.int64), 0, 1.0)
+        generator.generate(tf.constant(["ab", ""]), 5, 1.0, 0, 1.0, tf.constant(0, tf.int64))
     with pytest.raises(tf.errors.InvalidArgumentError, match="top_p"):
-        generator.generate(tf.constant(["ab"]), 5, 1.0, tf.constant(0, tf.int64), 0, 1.5)
+        generator.generate(tf.constant(["ab"]), 5, 1.0, 0, 1.5, tf.constant(0, tf.int64))
 
 
 # --- the adaptive softmax (train.softmax: adaptive): log-probabilities as the logits -----------
 
 def adaptive_prompts():
-    from tests.test_adaptive import CHARS
-
-    return ["".join(CHARS[:3]), CHARS[40], CHARS[7] + "x" + CHARS[2]]
+    return ["".join(CJK_CHARS[:3]), CJK_CHARS[40], CJK_CHARS[7] + "x" + CJK_CHARS[2]]
 
 
 @pytest.mark.parametrize("rnn_impl", ["keras", "fused"])
 def test_adaptive_generation_matches_a_step_by_step_reference(rnn_impl):
-    from tests.test_adaptive import VOCAB as LARGE
-    from tests.test_adaptive import adaptive_model
-
     model = adaptive_model(rnn_impl, layers=2)
     assert model.use_fused() == (rnn_impl == "fused")
     prompts = adaptive_prompts()
-    assert generate(model, LARGE, prompts, 12, 0.9, 42) == reference(model, LARGE, prompts, 12, 0.9, 42)
+    assert generate(model, CJK_VOCAB, prompts, settings(12, 0.9, seed=42)) == reference(model, CJK_VOCAB, prompts, 12, 0.9, 42)
 
 
 def test_adaptive_model_never_generates_unk_even_when_it_prefers_it():
-    from tests.test_adaptive import VOCAB as LARGE
-    from tests.test_adaptive import adaptive_model
-
     model = adaptive_model()
     head = model.head.head
     bias = head.bias.numpy()
     bias[model.config.clusters[0].index(UNK_ID)] = 1e4
     head.bias.assign(bias)
     prompts = adaptive_prompts()
-    for prompt, out in zip(prompts, generate(model, LARGE, prompts, 200, 1.0, seed=3)):
+    for prompt, out in zip(prompts, generate(model, CJK_VOCAB, prompts, settings(200, 1.0, seed=3))):
         assert len(out) == len(prompt) + 200 and UNK not in out[len(prompt):]
 
 
 def test_adaptive_export_matches_python_and_batches_do_not_matter(tmp_path):
-    from tests.test_adaptive import VOCAB as LARGE
-    from tests.test_adaptive import adaptive_model
-
-    generator = Generator(adaptive_model(units=32, layers=2), LARGE)
+    generator = Generator(adaptive_model(units=32, layers=2), CJK_VOCAB)
     prompts = adaptive_prompts()
     export(generator, tmp_path / "generator")
     out = json.loads(run_python(RELOAD, str(tmp_path / "generator"), json.dumps(prompts)).splitlines()[-1])
-    assert out == generator.generate_text(prompts, 50, 0.8, seed=1, top_k=3, top_p=0.9)
-    alone = generator.generate_text(prompts[:1], 30, 1.0, 9)[0]
-    assert generator.generate_text(prompts, 30, 1.0, 9)[0] == alone
+    assert out == generator.generate_text(prompts, settings(50, 0.8, top_k=3, top_p=0.9, seed=1))
+    alone = generator.generate_text(prompts[:1], settings(30, 1.0, seed=9))[0]
+    assert generator.generate_text(prompts, settings(30, 1.0, seed=9))[0] == alone
+
+
+# --- the exported contract: one answer per prompt, a signature version, the previous version served -
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 64])
+def test_every_function_returns_one_row_per_prompt(rows):
+    generator = Generator(tiny_model(layers=2), VOCAB)
+    prompts = [PROMPTS[i % 3] for i in range(rows)]
+    x, state = generator.start(tf.constant(prompts))
+    assert x.shape[0] == state.shape[0] == rows
+    fill = lambda value, dtype: tf.fill([rows], tf.constant(value, dtype))  # noqa: E731
+    text, x, state = generator.extend(x, state, tf.constant(5), fill(0.8, tf.float32), fill(0, tf.int32),
+                                      fill(1.0, tf.float32), fill(3, tf.int64), tf.range(rows, dtype=tf.int64),
+                                      fill(0, tf.int64))
+    assert text.shape[0] == x.shape[0] == state.shape[0] == rows
+    out = generator.generate(tf.constant(prompts), 5, 0.8, 0, 1.0, tf.constant(3, tf.int64))
+    assert out.shape == (rows,)
+    assert [t.decode() for t in out.numpy()] == generator.generate_text(prompts, settings(5, 0.8, seed=3))
+    assert int(generator.signature_version()) == SIGNATURE_VERSION == 2
+
+
+def test_a_generator_exported_by_signature_version_1_is_served_through_the_adapter():
+    """tests/data: a model and the generator charrnn exported from it before signature versions."""
+    from charrnn.nn.network import load
+
+    old = tf.saved_model.load(str(V1 / "generator-v1"))
+    assert not hasattr(old, "signature_version")
+    assert old.generate(tf.constant(["ROMEO:"]), 5, 0.8, tf.constant(3, tf.int64), 0, 1.0).shape == (2,)  # the v1 bug
+    engine = Engine.load(V1 / "generator-v1")
+    assert engine.version == 1
+    model, vocab = load(V1 / "model-v1")
+    today = Generator(model, vocab)
+    for prompts in (["ROMEO:"], ["ROMEO:", "JULIET:", "a"]):
+        s = settings(40, 0.8, top_p=0.9, seed=3)
+        assert engine.generate_text(prompts, s, vocab) == today.generate_text(prompts, s)
+
+
+def test_an_unknown_signature_version_or_a_foreign_savedmodel_is_one_clear_error(tmp_path):
+    class Future(tf.Module):
+        @tf.function(input_signature=[])
+        def signature_version(self):
+            return tf.constant(99)
+
+    future = Future()
+    for name in ("start", "extend", "generate"):
+        setattr(future, name, future.signature_version)
+    tf.saved_model.save(future, str(tmp_path / "future"))
+    with pytest.raises(ExportError, match=r"signature version 99; this charrnn runs versions 1, 2"):
+        Engine.load(tmp_path / "future")
+    assert KNOWN_VERSIONS == (1, 2)
+
+    class Foreign(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+        def __call__(self, x):
+            return x
+
+    tf.saved_model.save(Foreign(), str(tmp_path / "foreign"))
+    with pytest.raises(ExportError, match="not a charrnn generator"):
+        Engine.load(tmp_path / "foreign")
+    with pytest.raises(ExportError, match="not a loadable SavedModel"):
+        Engine.load(tmp_path / "nothing-here")

@@ -122,7 +122,7 @@ STALE_AFTER_EDIT = {
     "src/charrnn/sampling/novelty.py": ["sample"],
     "src/charrnn/tracking/runs.py": [],
     "src/charrnn/tracking/registry.py": [],
-    "src/charrnn/tracking/publish.py": [],
+    "src/charrnn/tracking/publishing.py": [],
 }
 
 

@@ -11,19 +11,16 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import keras
 import pytest
 
 from charrnn.core.params import Params
-from charrnn.data.vocab import Vocabulary
-from charrnn.nn import network
-from charrnn.nn.modeldir import ModelConfig
-from charrnn.sampling import generation
-from charrnn.tracking import publish, registry
+from charrnn.sampling.settings import SamplingSettings
+from charrnn.tracking import publishing, registry
 from charrnn.tracking import runs as tracking
+from tests.kit import exported as export_tiny
+from tests.kit import saved_model
 from tests.servers import free_port
 
-VOCAB = Vocabulary(tuple(sorted(set("\n :ABEMORabcde"))), (1,) * 14)
 PARAMS = Params.from_dict({"sample": {"num_chars": 30, "seed": 5, "top_p": 0.9}})
 SIGNATURE_PARAMS = {"num_chars": 30, "temperature": 0.8, "seed": 5, "top_k": 0, "top_p": 0.9}
 
@@ -32,13 +29,12 @@ SIGNATURE_PARAMS = {"num_chars": 30, "temperature": 0.8, "seed": 5, "top_k": 0, 
 def exported(tmp_path_factory):
     """A saved model, its exported generator, and the Generator itself."""
     root = tmp_path_factory.mktemp("exported")
-    keras.utils.set_random_seed(0)
-    model = network.build(ModelConfig(vocab_size=VOCAB.size, embedding_dim=8, units=16, layers=2,
-                                        vocab_fingerprint=VOCAB.fingerprint))
-    network.save(model, VOCAB, root / "model")
-    generator = generation.Generator(model, VOCAB)
-    generation.export(generator, root / "generator")
-    return root, generator
+    saved_model(root / "model", layers=2)
+    return root, export_tiny(root / "generator", layers=2)
+
+
+def text(exported, prompts, num_chars, temperature, seed, top_k, top_p):
+    return exported[1].generate_text(prompts, SamplingSettings(num_chars, temperature, top_k, top_p, seed))
 
 
 @pytest.fixture
@@ -88,9 +84,63 @@ def test_the_pyfunc_model_gives_the_generators_text(project, exported, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri(project))
     loaded = mlflow.pyfunc.load_model("models:/charrnn/1")
     prompts = ["ROMEO:", "ab"]
-    assert loaded.predict(prompts) == exported[1].generate_text(prompts, 30, 0.8, 5, 0, 0.9)  # the defaults
+    assert loaded.predict(prompts) == text(exported, prompts, 30, 0.8, 5, 0, 0.9)  # the defaults
     got = loaded.predict(prompts, params={"num_chars": 12, "seed": 2, "temperature": 1.0, "top_k": 3, "top_p": 1.0})
-    assert got == exported[1].generate_text(prompts, 12, 1.0, 2, 3, 1.0)
+    assert got == text(exported, prompts, 12, 1.0, 2, 3, 1.0)
+    for one_or_odd in (["ROMEO:"], ["ROMEO:", "ab", "e"]):  # one answer per prompt
+        assert loaded.predict(one_or_odd) == text(exported, one_or_odd, 30, 0.8, 5, 0, 0.9)
+
+
+@pytest.mark.parametrize("model_input,params,message", [
+    (["ROMEO:"], {"temperature": 0.0}, "temperature must be a number from 1e-06 to 100, got 0.0"),
+    (["ROMEO:"], {"top_p": 1e-40}, "top_p must be 0 or of a size a 32-bit float holds"),
+    (["ROMEO:"], {"num_chars": 0}, "num_chars must be an integer from 1"),
+    (["¿¡"], {}, "prompt 0 ('¿¡') has no character of the model's vocabulary"),
+    ([""], {}, "prompt 0 is empty"),
+])
+def test_the_pyfunc_model_refuses_by_the_rules_of_every_door(project, exported, monkeypatch, model_input, params,
+                                                             message):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    trained_run(project, exported)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri(project))
+    loaded = mlflow.pyfunc.load_model("models:/charrnn/1")
+    with pytest.raises(MlflowException) as e:
+        loaded.predict(model_input, params=params)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE" and message in e.value.message
+
+
+def test_a_logged_model_carries_the_code_of_its_own_version(project, exported):
+    from mlflow.models import Model
+
+    run, _ = trained_run(project, exported)
+    client = tracking.client(tracking.tracking_uri(project))
+    (logged,) = client.search_logged_models([client.get_run(run.run_id).info.experiment_id])
+    local = Path(urllib.parse.urlparse(logged.artifact_location).path)
+    code = local / "code" / "charrnn"
+    assert (code / "sampling" / "generation.py").read_text() == (Path(registry.PACKAGE) / "sampling" /
+                                                                  "generation.py").read_text()
+    assert not list(code.rglob("__pycache__"))
+    assert Model.load(str(local)).flavors["python_function"]["code"] == "code"
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: p.write_text(p.read_text()[:40]), "is not a charrnn generator"),  # still YAML, without flavors
+    (lambda p: p.write_text(p.read_text()[:len(p.read_text()) // 2] + "\n  ]["), "its MLmodel file cannot be read"),
+    (lambda p: p.write_text("- a\n- list\n"), "its MLmodel file cannot be read"),
+    (lambda p: p.write_text("flavors:\n  other: {}\n"), "is not a charrnn generator"),
+])
+def test_a_damaged_registered_model_is_one_clear_error_naming_the_version(project, exported, damage, message):
+    """Every file charrnn opens of a registered model; the answer names the version and its place."""
+    run, _ = trained_run(project, exported)
+    client = tracking.client(tracking.tracking_uri(project))
+    (logged,) = client.search_logged_models([client.get_run(run.run_id).info.experiment_id])
+    damage(Path(urllib.parse.urlparse(logged.artifact_location).path) / "MLmodel")
+    with pytest.raises(registry.RegistryError) as e:
+        registry.fetch(project, "models:/charrnn/1", project / "download")
+    assert message in str(e.value) and "models:/charrnn/1 (version 1, stored at " in str(e.value)
+    assert "charrnn promote" in str(e.value)
 
 
 def test_a_model_is_registered_once_whatever_runs_it(project, exported):
@@ -142,12 +192,12 @@ def test_publish_registers_only_what_belongs_to_the_model(project, exported, mon
     (project / "metrics" / "perplexity.json").write_text(json.dumps({"loss": 1.0, "bpc": 1.4427, "model": "x" * 16}))
     (project / "metrics" / "samples.json").write_text(json.dumps({"copied_frac_20": 0.1, "model": "x" * 16}))
     with tracking.train_run(PARAMS, project) as run:
-        publish.publish(run, PARAMS, "y" * 64)  # another model's outputs: nothing
+        publishing.publish(run, PARAMS, "y" * 64)  # another model's outputs: nothing
     client = tracking.client(tracking.tracking_uri(project))
     assert "held_out_bpc" not in client.get_run(run.run_id).data.metrics
     assert client.search_registered_models() == []
     with tracking.train_run(PARAMS, project) as run:
-        publish.publish(run, PARAMS, "x" * 64)
+        publishing.publish(run, PARAMS, "x" * 64)
     got = client.get_run(run.run_id)
     assert got.data.metrics["held_out_bpc"] == 1.4427 and got.data.metrics["copied_frac_20"] == 0.1
     (version,) = client.search_model_versions("name = 'charrnn'")
@@ -176,12 +226,22 @@ def test_mlflow_models_serve_answers_invocations_with_the_generators_text(projec
             except OSError:
                 assert time.monotonic() < deadline, "mlflow models serve did not come up"
                 time.sleep(1)
-        body = {"inputs": ["ROMEO:", "ab"], "params": {"num_chars": 25, "seed": 3}}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.load(response)["predictions"]
-        assert predictions == exported[1].generate_text(["ROMEO:", "ab"], 25, 0.8, 3, 0, 0.9)
+        def invoke(body):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.load(response)
+            except urllib.error.HTTPError as e:
+                return e.code, json.load(e)
+
+        for prompts in (["ROMEO:"], ["ROMEO:", "ab"], ["ROMEO:", "ab", "e"]):  # the README's example first
+            status, body = invoke({"inputs": prompts, "params": {"num_chars": 25, "seed": 3}})
+            assert status == 200 and body["predictions"] == text(exported, prompts, 25, 0.8, 3, 0, 0.9)
+        status, body = invoke({"inputs": ["ROMEO:"], "params": {"temperature": 0.0}})
+        assert status == 400 and "temperature must be a number from 1e-06 to 100" in body["message"]
+        status, body = invoke({"inputs": ["¿¡"]})
+        assert status == 400 and "has no character of the model's vocabulary" in body["message"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -1,5 +1,6 @@
 """charrnn serve: the API against the library, bad input, the batcher, the model card, and (slow)
-a real server process under a bounded load."""
+a real server process under a bounded load. The guard, timeouts and limits: test_serve_guard.py;
+the OpenAI-compatible API: test_serve_openai.py."""
 import asyncio
 import json
 import logging
@@ -11,37 +12,33 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import keras
 import pytest
 import tensorflow as tf
 
 from charrnn.core import metricfiles
 from charrnn.core.params import Params
-from charrnn.data.vocab import Vocabulary
 from charrnn.nn import network
-from charrnn.nn.modeldir import ModelConfig
 from charrnn.sampling import generation
+from charrnn.sampling.settings import SamplingSettings
 from charrnn.serve import app as serve_app
-from charrnn.serve import batching
-from charrnn.serve import served as modelcard
+from charrnn.serve import batching, server
+from charrnn.serve import served as served_lib
+from charrnn.serve.options import ServeError, ServeOptions
 from charrnn.tracking import registry
 from charrnn.tracking import runs as tracking
+from tests.kit import SERVE_VOCAB as VOCAB
+from tests.kit import saved_model
 
 with warnings.catch_warnings():  # Starlette prefers httpx2 for its TestClient; httpx is what we have
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-CHARS = tuple(sorted(set("\n :ABCEIJLMORTUabcdefghilmnorstu")))
-VOCAB = Vocabulary(CHARS, (1,) * len(CHARS))
 SECRET_SOURCE = "https://reader:hunter2@example.com/corpus.txt?token=abc123"
+JSON = {"content-type": "application/json"}
 
 
 def save_tiny_model(path: Path, seed: int = 0) -> Path:
-    keras.utils.set_random_seed(seed)
-    model = network.build(ModelConfig(vocab_size=VOCAB.size, embedding_dim=8, units=32, layers=2,
-                                        vocab_fingerprint=VOCAB.fingerprint))
-    network.save(model, VOCAB, path)
-    return path
+    return saved_model(path, VOCAB, units=32, layers=2, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +48,26 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(model_dir):
-    return modelcard.load(str(model_dir))
+    return served_lib.load(str(model_dir))
 
 
 @pytest.fixture(scope="module")
 def generator(served):
-    return served.engine  # the library's Generator, the same object the service runs
+    return served.engine  # the Engine the service runs, over the library's Generator
 
 
 @pytest.fixture(scope="module")
 def client(served):
-    with TestClient(serve_app.create_app(served, max_chars=2_000, max_prompts=8, chunk=7)) as c:
+    with TestClient(serve_app.create_app(served, ServeOptions(max_chars=2_000, max_prompts=8, chunk=7)), base_url="http://localhost") as c:
         yield c
 
 
-def expected(generator, prompts, num_chars=200, temperature=0.8, seed=0, top_k=0, top_p=1.0):
-    return generator.generate_text(prompts, num_chars, temperature, seed, top_k, top_p)
+DEFAULTS = SamplingSettings(num_chars=500)  # the sample params' defaults: no run knows this model's
+
+
+def expected(engine, prompts, num_chars=DEFAULTS.num_chars, temperature=DEFAULTS.temperature, seed=DEFAULTS.seed,
+             top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p):
+    return engine.generate_text(prompts, SamplingSettings(num_chars, temperature, top_k, top_p, seed), VOCAB)
 
 
 def events(text: str) -> list[tuple[str, dict]]:
@@ -106,9 +107,9 @@ def test_an_answer_is_generate_text_of_the_same_request(client, generator, given
     assert r.status_code == 200, r.text
     body = r.json()
     wanted = expected(generator, ["ROMEO:"], **given)
-    assert body["texts"] == wanted and len(wanted[0]) == len("ROMEO:") + given.get("num_chars", 200)
+    assert body["texts"] == wanted and len(wanted[0]) == len("ROMEO:") + given.get("num_chars", DEFAULTS.num_chars)
     assert body["model"] == client.app.state.served.name and body["warnings"] == []
-    assert {k: body[k] for k in modelcard.FALLBACK_DEFAULTS} == {**modelcard.FALLBACK_DEFAULTS, **given}
+    assert {k: body[k] for k in SamplingSettings.names()} == {**DEFAULTS.as_dict(), **given}
 
 
 def test_several_prompts_are_the_rows_of_one_generate_text(client, generator):
@@ -118,10 +119,10 @@ def test_several_prompts_are_the_rows_of_one_generate_text(client, generator):
 
 
 def test_the_savedmodel_gives_the_same_answer(client, generator, tmp_path):
-    generation.export(generator, tmp_path / "generator")
+    generation.export(generator.graphs, tmp_path / "generator")
     saved = tf.saved_model.load(str(tmp_path / "generator"))
-    out = saved.generate(tf.constant(["ROMEO:", "a"]), tf.constant(45), tf.constant(0.9), tf.constant(4, tf.int64),
-                         tf.constant(3), tf.constant(0.95))
+    out = saved.generate(tf.constant(["ROMEO:", "a"]), tf.constant(45), tf.constant(0.9), tf.constant(3),
+                         tf.constant(0.95), tf.constant(4, tf.int64))
     r = client.post("/v1/generate", json={"prompts": ["ROMEO:", "a"], "num_chars": 45, "temperature": 0.9,
                                           "seed": 4, "top_k": 3, "top_p": 0.95})
     assert r.json()["texts"] == [s.decode() for s in out.numpy()]
@@ -154,7 +155,7 @@ def test_health_card_stats_and_page(client):
     assert card["architecture"].items() >= {"vocab_size": VOCAB.size, "embedding_dim": 8, "units": 32, "layers": 2,
                                             "cell": "gru", "dropout": 0.0}.items()
     assert "vocab_fingerprint" not in card["architecture"]
-    assert card["sampling_defaults"] == modelcard.FALLBACK_DEFAULTS  # no run knows this model's sample params
+    assert card["sampling_defaults"] == DEFAULTS.as_dict()  # no run knows this model's sample params
     assert card["corpus"] is None and card["held_out"] is None and card["mlflow"] is None  # no store: unknown
     assert card["limits"]["max_chars"] == 2_000 and card["limits"]["max_prompts"] == 8
     stats = client.get("/v1/stats").json()
@@ -164,12 +165,24 @@ def test_health_card_stats_and_page(client):
     for element in ('id="prompt"', 'id="temperature"', 'id="num_chars"', 'id="top_k"', 'id="top_p"', 'id="seed"',
                     'id="generate"', 'id="output"', 'id="error"', 'id="card"'):
         assert element in page.text
+    for name, kind in (("playground.js", "text/javascript"), ("playground.css", "text/css"), ("icon.svg", "image/svg")):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
+    assert client.get("/favicon.ico").headers["content-type"].startswith("image/svg+xml")
+    assert client.get("/static/secret.py").status_code == 404
 
 
 def test_the_page_references_nothing_outside_the_server():
-    html = (Path(serve_app.__file__).parent / "web" / "index.html").read_text(encoding="utf-8")
-    assert "://" not in html and "//cdn" not in html and "<link" not in html and "src=" not in html
-    assert "@import" not in html and "url(" not in html
+    import re
+
+    web = Path(serve_app.__file__).parent / "web"
+    html = (web / "index.html").read_text(encoding="utf-8")
+    assert sorted(re.findall(r'(?:src|href)="([^"]*)"', html)) == ["/static/icon.svg", "/static/playground.css",
+                                                                 "/static/playground.js"]
+    for name in ("index.html", "playground.js", "playground.css"):
+        text = (web / name).read_text(encoding="utf-8")
+        assert "://" not in text and "//cdn" not in text and "@import" not in text and "url(" not in text, name
+    assert "<script>" not in html and "<style>" not in html  # the CSP allows only the server's own files
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -185,44 +198,47 @@ BAD = [
     (b'"ROMEO:"', 422, "JSON object"),
     ({}, 422, "give either"),
     ({"prompt": "a", "prompts": ["b"]}, 422, "not both"),
-    ({"prompt": ""}, 422, "prompt 0 is empty"),
-    ({"prompts": []}, 422, "non-empty list"),
-    ({"prompts": ["a", ""]}, 422, "prompt 1 is empty"),
-    ({"prompt": None}, 422, "prompt must be a string"),
-    ({"prompt": ["ROMEO:"]}, 422, "prompt must be a string"),
-    ({"prompts": "ROMEO:"}, 422, "list of strings"),
-    ({"prompts": [1, 2]}, 422, "list of strings"),
-    ({"prompts": ["a"] * 9}, 422, "at most 8 prompts"),
+    ({"prompt": ""}, 422, "prompt: string should have at least 1 character"),
+    ({"prompts": []}, 422, "prompts: list should have at least 1 item"),
+    ({"prompts": ["a", ""]}, 422, "prompts.1: string should have at least 1 character"),
+    ({"prompt": None}, 422, "give either"),
+    ({"prompt": ["ROMEO:"]}, 422, 'prompt: input should be a valid string, got ["ROMEO:"]'),
+    ({"prompts": "ROMEO:"}, 422, "prompts: input should be a valid list"),
+    ({"prompts": [1, 2]}, 422, "prompts.0: input should be a valid string, got 1; prompts.1:"),
+    ({"prompts": ["a"] * 9}, 422, "list should have at most 8 items after validation, not 9"),
     ({"prompt": "€€€"}, 422, "no character of the model's vocabulary"),
-    (b'{"prompt": "\\ud800"}', 422, "lone surrogate"),
-    ({"prompt": "a" * 10_001}, 422, "max-prompt-chars"),
-    ({"prompt": "a", "num_chars": 0}, 422, "num_chars must be an integer from 1 to 2,000"),
+    (b'{"prompt": "\\ud800"}', 422, "unable to parse raw data as a unicode string"),
+    ({"prompt": "a" * 10_001}, 422, "at most 10000 characters"),
+    ({"prompt": "a", "num_chars": 0}, 422, "num_chars: input should be greater than or equal to 1, got 0"),
     ({"prompt": "a", "num_chars": -5}, 422, "num_chars"),
-    ({"prompt": "a", "num_chars": 2_001}, 422, "the server's --max-chars"),
-    ({"prompt": "a", "num_chars": "ten"}, 422, "got 'ten'"),
-    ({"prompt": "a", "num_chars": True}, 422, "got True"),
+    ({"prompt": "a", "num_chars": 2_001}, 422, "less than or equal to 2000, got 2001 (the server's --max-chars)"),
+    ({"prompt": "a", "num_chars": "ten"}, 422, 'got "ten"'),
+    ({"prompt": "a", "num_chars": True}, 422, "num_chars: input should be a valid integer, got true"),
     ({"prompt": "a", "num_chars": 10.5}, 422, "got 10.5"),
     ({"prompt": "a", "num_chars": None}, 422, "got None"),
-    ({"prompt": "a", "num_chars": {"n": 1}}, 422, "got {'n': 1}"),
-    (b'{"prompt": "a", "num_chars": 1e400}', 422, "got inf"),
+    ({"prompt": "a", "num_chars": {"n": 1}}, 422, 'got {"n": 1}'),
+    (b'{"prompt": "a", "num_chars": 1e400}', 422, "got Infinity"),
     ({"prompt": "a", "num_chars": 10**30}, 422, "num_chars"),
-    ({"prompt": "a", "temperature": 0}, 422, "temperature must be a number from 1e-06 to 100"),
+    ({"prompt": "a", "temperature": 0}, 422, "temperature: input should be greater than or equal to 0.000001, got 0"),
     ({"prompt": "a", "temperature": -1.0}, 422, "temperature"),
-    ({"prompt": "a", "temperature": "hot"}, 422, "temperature must be a finite number"),
-    (b'{"prompt": "a", "temperature": NaN}', 422, "temperature must be a finite number"),
-    (b'{"prompt": "a", "temperature": -1e400}', 422, "temperature must be a finite number"),
-    ({"prompt": "a", "top_p": 0}, 422, "top_p must be > 0 and <= 1"),
-    ({"prompt": "a", "top_p": 1.5}, 422, "top_p must be > 0 and <= 1"),
-    ({"prompt": "a", "top_k": -1}, 422, "top_k must be an integer from 0"),
-    ({"prompt": "a", "top_k": 2.5}, 422, "top_k must be an integer"),
-    ({"prompt": "a", "seed": -1}, 422, "seed must be an integer from 0"),
+    ({"prompt": "a", "temperature": "hot"}, 422, "temperature: input should be a valid number"),
+    (b'{"prompt": "a", "temperature": NaN}', 422, "temperature: input should be a finite number"),
+    (b'{"prompt": "a", "temperature": -1e400}', 422, "temperature: input should be a finite number"),
+    ({"prompt": "a", "top_p": 0}, 422, "top_p: input should be greater than 0"),
+    ({"prompt": "a", "top_p": 1.5}, 422, "top_p: input should be less than or equal to 1"),
+    ({"prompt": "a", "top_p": 1e-40}, 422, "top_p must be 0 or of a size a 32-bit float holds"),  # 0 in float32
+    ({"prompt": "a", "top_p": 1e-300}, 422, "top_p must be 0 or of a size a 32-bit float holds"),
+    ({"prompt": "a", "top_k": -1}, 422, "top_k: input should be greater than or equal to 0"),
+    ({"prompt": "a", "top_k": 2.5}, 422, "top_k: input should be a valid integer"),
+    ({"prompt": "a", "seed": -1}, 422, "seed: input should be greater than or equal to 0"),
     ({"prompt": "a", "seed": 2**40}, 422, "seed"),
-    ({"prompt": "a", "seed": [1]}, 422, "seed must be an integer"),
-    ({"prompt": "a", "stream": "yes"}, 422, "stream must be true or false"),
+    ({"prompt": "a", "seed": [1]}, 422, "seed: input should be a valid integer"),
+    ({"prompt": "a", "stream": "yes"}, 422, "stream: input should be a valid boolean"),
     ({"prompt": "a", "tempreature": 1.0}, 422, "unknown field 'tempreature' (did you mean 'temperature'?)"),
     ({"prompt": "a", "model": "other"}, 422, "unknown field 'model'"),
-    ({"prompt": "a", "temperature": 0, "top_p": 2}, 422, "temperature must be a number from 1e-06 to 100, got 0.0; "
-                                                          "top_p must be > 0 and <= 1, got 2"),
+    ({"prompt": "a", "temperature": 0, "top_p": 2}, 422, "temperature: input should be greater than or equal to "
+                                                          "0.000001, got 0; top_p: input should be less than or "
+                                                          "equal to 1, got 2"),
 ]
 
 
@@ -240,12 +256,12 @@ def test_bad_input_is_a_json_4xx_that_says_why(client, body, status, message):
 def test_a_bad_streamed_request_is_a_plain_json_error_not_a_stream(client):
     r = client.post("/v1/generate", json={"prompt": "", "stream": True})
     assert r.status_code == 422 and r.headers["content-type"] == "application/json"
-    assert "empty" in r.json()["error"]
+    assert "at least 1 character" in r.json()["error"]
 
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_body_over_1_mb_is_413(client, chunked):
-    body = json.dumps({"prompt": "a" * serve_app.MAX_BODY_BYTES}).encode()
+    body = json.dumps({"prompt": "a" * ServeOptions().max_body_bytes}).encode()
     content = iter([body[i:i + 65_536] for i in range(0, len(body), 65_536)]) if chunked else body
     r = client.post("/v1/generate", content=content, headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json() == {"error": "the body is larger than 1,000,000 bytes"}
@@ -258,40 +274,89 @@ def test_other_routes_and_methods_are_json_404_and_405(client):
     assert client.get("/docs").status_code == 404  # Swagger UI loads from a CDN: not served
 
 
-class FailingOnce:
-    """The real generator, whose next `extend` fails with a message holding a credential."""
+class Failing:
+    """The real engine, whose next `armed` steps fail (with a message holding a credential), and
+    every step of a batch that holds a row of seed `poison`: a request that passes every check and
+    still breaks the graph."""
 
-    def __init__(self, generator):
-        self.generator, self.armed = generator, True
+    def __init__(self, engine, poison: int | None = None):
+        self.engine, self.armed, self.poison = engine, 0, poison
 
     def start(self, prompts):
-        return self.generator.start(prompts)
+        return self.engine.start(prompts)
 
-    def extend(self, *args):
-        if self.armed:
-            self.armed = False
+    def step(self, rows, n):
+        if self.armed or (self.poison is not None and (rows.seed == self.poison).any()):
+            self.armed = max(0, self.armed - 1)
             raise RuntimeError("cannot reach https://user:hunter2@example.com/x?token=abc123")
-        return self.generator.extend(*args)
+        return self.engine.step(rows, n)
 
 
-def test_a_failure_in_generation_is_a_masked_json_500_logged_and_the_server_goes_on(served, generator, caplog):
-    engine = FailingOnce(generator)
-    broken = modelcard.Served(served.name, engine, served.vocab, served.defaults, served.card)
-    with caplog.at_level(logging.ERROR, logger="charrnn.serve"), TestClient(serve_app.create_app(broken)) as c:
+def error_id(message: str) -> str:
+    import re
+
+    found = re.fullmatch(r"internal error \(id ([0-9a-f]{12}): the server's log has the details\)", message)
+    assert found, message
+    return found.group(1)
+
+
+def test_a_failure_in_generation_is_a_500_with_an_id_logged_and_the_server_goes_on(served, generator, caplog):
+    engine = Failing(generator)
+    broken = served_lib.Served(served.name, engine, served.vocab, served.defaults, served.card)
+    with caplog.at_level(logging.ERROR, logger="charrnn.serve"), \
+            TestClient(serve_app.create_app(broken), base_url="http://localhost") as c:
+        engine.armed = 2  # the batched step, then its retry alone
         r = c.post("/v1/generate", json={"prompt": "ROMEO:", "num_chars": 20})
         assert r.status_code == 500 and r.headers["content-type"] == "application/json"
-        assert r.json()["error"].startswith("internal error: RuntimeError: cannot reach https://***@example.com")
-        assert "hunter2" not in r.text and "abc123" not in r.text
-        engine.armed = True
+        first = error_id(r.json()["error"])  # no graph text, no path, no credential in the answer
+        engine.armed = 2
         r = c.post("/v1/generate", json={"prompt": "ROMEO:", "num_chars": 20, "stream": True})
         assert r.status_code == 200  # the stream had started: the failure is its last event
-        assert events(r.text)[-1] == ("error", {"error": "internal error: RuntimeError: cannot reach "
-                                                         "https://***@example.com/x?token=***"})
+        name, data = events(r.text)[-1]
+        assert name == "error" and error_id(data["error"]) != first
+        r = c.post("/v1/generate", json={"prompt": "ROMEO:", "num_chars": 20})
+        assert r.status_code == 200 and r.json()["texts"] == expected(generator, ["ROMEO:"], 20)
+        engine.armed = 1  # a failure of the batch that its retry does not repeat: nobody's answer fails
         r = c.post("/v1/generate", json={"prompt": "ROMEO:", "num_chars": 20})
         assert r.status_code == 200 and r.json()["texts"] == expected(generator, ["ROMEO:"], 20)
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
-    assert "generation failed" in logged and "RuntimeError" in logged and "Traceback" in logged
-    assert "hunter2" not in logged and "abc123" not in logged
+    assert f"[error id {first}]" in logged and "RuntimeError" in logged and "Traceback" in logged
+    assert "https://***@example.com" in logged and "hunter2" not in logged and "abc123" not in logged
+
+
+def test_a_request_that_breaks_the_graph_fails_alone_and_the_batch_goes_on(served, generator):
+    """One poisoned request (seed 666: it passes every check, then fails inside the step) mixed into
+    a running batch of good ones: it gets its 500, the others get the texts they get alone."""
+    engine = Failing(generator, poison=666)
+    batcher = batching.Batcher(engine, chunk=5)
+    good = [(["ROMEO:"], settings(40, 1)), (["JULIET:", "a"], settings(33, 2, top_k=3)), (["e"], settings(17, 9))]
+
+    async def collect(job):
+        out = list(job.prompts)
+        async for pieces in job.pieces():
+            for row, piece in pieces:
+                out[row] += piece
+        return out
+
+    async def scenario():
+        jobs = [batching.Job(p, s) for p, s in good]
+        for job in jobs:
+            batcher.submit(job)
+        batcher.start()
+        while batcher.counts["steps"] < 2:  # the batch is running; now the poisoned request joins it
+            await asyncio.sleep(0.001)
+        poisoned = batching.Job(["ROMEO:"], settings(30, 666))
+        batcher.submit(poisoned)
+        results = await asyncio.gather(*map(collect, [*jobs, poisoned]), return_exceptions=True)
+        batcher.close()
+        return results
+
+    *texts, failure = asyncio.run(scenario())
+    assert isinstance(failure, batching.Failed), failure
+    assert failure.status == 500 and failure.args[0].startswith("internal error (id ")
+    assert texts == want(generator, good)
+    assert batcher.counts["requests_failed"] == 1 and batcher.counts["requests_served"] == 3
+    assert batcher.counts["steps"] > 3  # the poisoned request did join steps that had others in them
 
 
 def test_an_unexpected_error_in_a_handler_is_a_masked_json_500(served, caplog):
@@ -302,13 +367,14 @@ def test_an_unexpected_error_in_a_handler_is_a_masked_json_500(served, caplog):
         raise KeyError("https://user:hunter2@example.com/?token=abc123")
 
     with caplog.at_level(logging.ERROR, logger="charrnn.serve"), \
-            TestClient(app, raise_server_exceptions=False) as c:
+            TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
         r = c.get("/boom")
-        assert r.status_code == 500 and r.json()["error"].startswith("internal error: KeyError: ")
-        assert "hunter2" not in r.text and "***" in r.text
+        assert r.status_code == 500
+        found = error_id(r.json()["error"])
+        assert "hunter2" not in r.text and "KeyError" not in r.text
         assert c.get("/healthz").json() == {"status": "ok"}
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "GET /boom failed" in logged and "Traceback" in logged and "hunter2" not in logged
+    assert f"GET /boom failed [error id {found}]" in logged and "Traceback" in logged and "hunter2" not in logged
 
 
 # --- batching -----------------------------------------------------------------------------------
@@ -323,7 +389,8 @@ async def run_jobs(batcher, requests, start_after: int | None = None):
     async def collect(job):
         out = list(job.prompts)
         async for pieces in job.pieces():
-            out = [t + p for t, p in zip(out, pieces)]
+            for row, piece in pieces:
+                out[row] += piece
             first_piece.set()
         return out
 
@@ -345,8 +412,8 @@ async def run_jobs(batcher, requests, start_after: int | None = None):
     return list(texts)
 
 
-def settings(num_chars, seed, temperature=0.8, top_k=0, top_p=1.0):
-    return {"num_chars": num_chars, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+def settings(num_chars, seed, temperature=0.8, top_k=0, top_p=1.0) -> SamplingSettings:
+    return SamplingSettings(num_chars, temperature, top_k, top_p, seed)
 
 
 REQUESTS = [
@@ -358,8 +425,8 @@ REQUESTS = [
 ]
 
 
-def want(generator, requests):
-    return [expected(generator, prompts, **s) for prompts, s in requests]
+def want(engine, requests):
+    return [engine.generate_text(prompts, s, VOCAB) for prompts, s in requests]
 
 
 def test_requests_batched_together_get_their_lone_answers(generator):
@@ -402,7 +469,8 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator):
         long_job.cancel()
         texts = ["a"]
         async for pieces in other.pieces():
-            texts = [t + p for t, p in zip(texts, pieces)]
+            for row, piece in pieces:
+                texts[row] += piece
         for _ in range(100):
             if batcher.stats()["rows"] == 0:
                 break
@@ -411,33 +479,33 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator):
         return batcher, texts
 
     batcher, texts = asyncio.run(scenario())
-    assert texts == expected(generator, ["a"], **settings(40, 2))
+    assert texts == want(generator, [(["a"], settings(40, 2))])[0]
     assert batcher.counts["requests_cancelled"] == 1 and batcher.counts["requests_served"] == 1
     assert batcher.counts["chars_generated"] < 200  # not the 5,000 asked for
     assert batcher.stats()["rows"] == 0
 
 
 def test_concurrent_http_requests_get_their_lone_answers_plain_or_streamed(served, generator):
-    bodies = [{"prompts": prompts, **s} for prompts, s in REQUESTS] * 3
+    bodies = [{"prompts": prompts, **s.as_dict()} for prompts, s in REQUESTS] * 3
     bodies = [{**b, "stream": i % 2 == 1} for i, b in enumerate(bodies)]
-    app = serve_app.create_app(served, chunk=5)
+    app = serve_app.create_app(served, ServeOptions(chunk=5))
 
     async def together():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve") as c:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
                 return await asyncio.gather(*(c.post("/v1/generate", json=b) for b in bodies))
 
     answers = asyncio.run(together())
     for body, r in zip(bodies, answers):
         texts = joined(events(r.text)) if body["stream"] else r.json()["texts"]
-        assert texts == expected(generator, body["prompts"], **{k: body[k] for k in modelcard.FALLBACK_DEFAULTS})
+        assert texts == expected(generator, body["prompts"], **{k: body[k] for k in SamplingSettings.names()})
     assert app.state.batcher.counts["max_rows"] > 3  # requests were merged, not run one by one
 
 
 def test_a_plain_request_whose_client_goes_away_ends_and_frees_its_rows(served):
     """At the ASGI level: the body arrives, then (while generating) the client disconnects."""
-    app = serve_app.create_app(served, chunk=1)
+    app = serve_app.create_app(served, ServeOptions(chunk=1))
     body = json.dumps({"prompt": "ROMEO:", "num_chars": 10_000}).encode()
 
     async def scenario():
@@ -456,7 +524,7 @@ def test_a_plain_request_whose_client_goes_away_ends_and_frees_its_rows(served):
 
             scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
                      "scheme": "http", "path": "/v1/generate", "raw_path": b"/v1/generate", "root_path": "",
-                     "query_string": b"", "headers": [(b"content-type", b"application/json")],
+                     "query_string": b"", "headers": [(b"content-type", b"application/json"), (b"host", b"localhost")],
                      "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
             call = asyncio.create_task(app(scope, receive, send))
             while app.state.batcher.stats()["rows"] == 0:
@@ -477,22 +545,29 @@ def test_too_many_waiting_requests_get_503(generator):
         batcher = batching.Batcher(generator, max_waiting=2)  # not started: nothing leaves the queue
         batcher.submit(batching.Job(["a"], settings(5, 1)))
         batcher.submit(batching.Job(["a"], settings(5, 1)))
-        with pytest.raises(batching.Busy, match="busy: 2 requests are waiting"):
+        with pytest.raises(batching.Busy, match="busy: 2 requests are in progress already"):
             batcher.submit(batching.Job(["a"], settings(5, 1)))
 
     asyncio.run(scenario())
 
 
 def test_a_busy_batcher_is_a_503(generator, monkeypatch):
-    app = serve_app.create_app(modelcard.Served("tiny", generator, generator.vocab, dict(modelcard.FALLBACK_DEFAULTS), {}))
+    app = serve_app.create_app(served_lib.Served("tiny", generator, VOCAB, SamplingSettings(), {}))
 
     def busy(job):
-        raise batching.Busy("busy: 1024 requests are waiting already; try again shortly")
+        app.state.batcher.counts["requests_refused"] += 1
+        raise batching.Busy("busy: 1024 requests are in progress already; try again shortly")
 
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         monkeypatch.setattr(app.state.batcher, "submit", busy)
         answer = client.post("/v1/generate", json={"prompt": "ab"})
-    assert answer.status_code == 503 and answer.json() == {"error": "busy: 1024 requests are waiting already; try again shortly"}
+        stats = client.get("/v1/stats").json()
+        metrics = client.get("/metrics").text
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.json() == {"error": "busy: 1024 requests are in progress already; try again shortly"}
+    assert stats["requests_refused"] == 1
+    assert 'charrnn_refused_total{reason="busy"} 1.0' in metrics
+    assert 'charrnn_requests_total{route="/v1/generate",status="503"} 1.0' in metrics
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -502,46 +577,68 @@ def test_add_parser_gives_the_cli_a_serve_command():
     import argparse
 
     p = argparse.ArgumentParser(prog="charrnn")
-    serve_app.add_parser(p.add_subparsers(dest="command"))
+    server.add_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["serve", "--model", "models:/charrnn@champion"])
-    assert args.func is serve_app.cmd_serve and args.model == "models:/charrnn@champion"
+    assert args.func is server.cmd_serve and args.model == "models:/charrnn@champion"
     assert (args.host, args.port, args.max_chars, args.max_prompts, args.max_batch, args.batching) == \
         ("127.0.0.1", 8000, 10_000, 64, 64, True)
-    assert p.parse_args(["serve", "--no-batching", "--chunk", "9"]).batching is False
+    assert server.options_of(args) == ServeOptions()
+    args = p.parse_args(["serve", "--no-batching", "--chunk", "9", "--allowed-host", "box.lan", "--allowed-host", "b",
+                         "--allow-origin", "https://app.example.com", "--request-timeout", "12.5"])
+    assert server.options_of(args) == ServeOptions(batching=False, chunk=9, allowed_hosts=("box.lan", "b"),
+                                                   allowed_origins=("https://app.example.com",), request_timeout=12.5)
+
+
+def test_the_api_key_comes_from_the_option_or_the_environment(monkeypatch):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    server.add_options(p)
+    monkeypatch.setenv("CHARRNN_API_KEY", "from-env")
+    assert server.options_of(p.parse_args([])).api_key == "from-env"
+    assert server.options_of(p.parse_args(["--api-key", "given"])).api_key == "given"
+    monkeypatch.setenv("CHARRNN_API_KEY", "")
+    assert server.options_of(p.parse_args([])).api_key is None
 
 
 @pytest.mark.parametrize("options,message", [
     (["--max-batch", "65"], "--max-batch must be from 1 to 64"),
     (["--max-batch", "0"], "--max-batch must be from 1 to 64"),
-    (["--max-batch", "16"], "--max-prompts (64) must not exceed --max-batch (16)"),
     (["--max-chars", "0"], "--max-chars must be from 1"),
     (["--chunk", "0"], "--chunk must be at least 1"),
+    (["--max-connections", "0"], "--max-connections must be at least 1"),
     (["--port", "70000"], "--port must be from 0 to 65535"),
+    (["--host", ""], "--host must name an address"),
+    (["--host", "  "], "--host must name an address"),
+    (["--request-timeout", "0"], "--request-timeout must be a positive number of seconds"),
+    (["--header-timeout", "inf"], "--header-timeout must be a positive number of seconds"),
+    (["--body-timeout", "nan"], "--body-timeout must be a positive number of seconds"),
+    (["--api-key", " "], "--api-key (or CHARRNN_API_KEY) must not be empty"),
+    (["--allow-origin", "app.example.com"], "--allow-origin takes an origin such as https://app.example.com"),
+    (["--allow-origin", "https://app.example.com/page"], "no path"),
 ])
 def test_bad_options_are_one_clear_error_before_anything_loads(options, message, tmp_path):
     import argparse
 
     p = argparse.ArgumentParser()
-    serve_app.add_options(p)
-    with pytest.raises(serve_app.ServeError) as e:
-        serve_app.cmd_serve(p.parse_args(["--model", str(tmp_path / "absent"), *options]))
+    server.add_options(p)
+    with pytest.raises(ServeError) as e:
+        server.cmd_serve(p.parse_args(["--model", str(tmp_path / "absent"), *options]))
     assert message in str(e.value)
 
 
-def test_a_port_in_use_is_one_clear_error(served):
-    import socket
-
+def test_a_port_in_use_is_one_clear_error():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(serve_app.ServeError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
-            serve_app.run(serve_app.create_app(served), "127.0.0.1", port)
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            server.listening_socket("127.0.0.1", port)
 
 
 def test_a_missing_model_is_one_clear_error(tmp_path):
     with pytest.raises(network.ModelError, match="does not exist"):
-        modelcard.load(str(tmp_path / "absent"))
+        served_lib.load(str(tmp_path / "absent"))
 
 
 # --- the model card, from a project with an MLflow store -----------------------------------------
@@ -587,7 +684,7 @@ def store_bytes(root: Path) -> bytes:
 def test_the_card_of_a_model_directory_tells_where_it_came_from(tracked_project):
     root, run_id, version = tracked_project
     before = store_bytes(root)
-    card = modelcard.load(str(root / "data" / "model")).card
+    card = served_lib.load(str(root / "data" / "model")).card
     assert store_bytes(root) == before  # only read
     assert card["corpus"] == {"source": "https://***@example.com/corpus.txt?token=***", "sha256": "c" * 64}
     assert card["held_out"] == {"loss": 1.56, "bpc": 2.25, "perplexity": 4.76, "from": "metrics/perplexity.json"}
@@ -599,19 +696,19 @@ def test_the_card_of_a_model_directory_tells_where_it_came_from(tracked_project)
 
 def test_a_model_directory_serves_with_its_runs_sample_defaults(tracked_project):
     root, _, _ = tracked_project
-    served = modelcard.load(str(root / "data" / "model"))
-    assert served.defaults == {"num_chars": 33, "temperature": 0.7, "top_k": 3, "top_p": 0.9, "seed": 5}
-    with TestClient(serve_app.create_app(served, max_chars=20)) as c:
+    served = served_lib.load(str(root / "data" / "model"))
+    assert served.defaults == SamplingSettings(num_chars=33, temperature=0.7, top_k=3, top_p=0.9, seed=5)
+    with TestClient(serve_app.create_app(served, ServeOptions(max_chars=20)), base_url="http://localhost") as c:
         body = c.post("/v1/generate", json={"prompt": "ROMEO:"}).json()
         assert body["num_chars"] == 20  # the run's 33, capped by --max-chars
-        assert body["texts"] == served.engine.generate_text(["ROMEO:"], 20, 0.7, 5, 3, 0.9)
+        assert body["texts"] == served.engine.generate_text(["ROMEO:"], served.defaults.replace(num_chars=20), VOCAB)
 
 
 def test_a_registered_model_is_served_from_the_store(tracked_project, monkeypatch):
     root, run_id, version = tracked_project
     monkeypatch.chdir(root / "data")  # anywhere inside the project
     before = store_bytes(root)
-    served = modelcard.load("models:/charrnn@champion")
+    served = served_lib.load("models:/charrnn@champion")
     assert store_bytes(root) == before and not (root / "data" / "mlflow.db").exists()
     saved = tf.saved_model.load(str(root / "data" / "generator"))
     card = served.card
@@ -619,17 +716,17 @@ def test_a_registered_model_is_served_from_the_store(tracked_project, monkeypatc
     assert card["held_out"] == {"loss": 1.7, "bpc": 2.5, "perplexity": 5.5, "from": "MLflow run"}
     assert card["architecture"].items() >= {"vocab_size": VOCAB.size, "embedding_dim": 8, "units": 32, "layers": 2,
                                             "cell": "gru", "dropout": 0.0}.items()  # from the run's train.* params
-    with TestClient(serve_app.create_app(served)) as c:
+    with TestClient(serve_app.create_app(served), base_url="http://localhost") as c:
         body = c.post("/v1/generate", json={"prompts": ["ROMEO:", "a"]}).json()
         assert body["model"] == f"models:/charrnn@champion (version {version})"
-        out = saved.generate(tf.constant(["ROMEO:", "a"]), tf.constant(33), tf.constant(0.7), tf.constant(5, tf.int64),
-                             tf.constant(3), tf.constant(0.9))
+        out = saved.generate(tf.constant(["ROMEO:", "a"]), tf.constant(33), tf.constant(0.7), tf.constant(3),
+                             tf.constant(0.9), tf.constant(5, tf.int64))
         assert body["texts"] == [s.decode() for s in out.numpy()]
 
 
 def test_a_project_without_a_store_gets_no_provenance_and_no_new_store(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    served = modelcard.load(str(save_tiny_model(tmp_path / "data" / "model")))
+    served = served_lib.load(str(save_tiny_model(tmp_path / "data" / "model")))
     assert served.card["mlflow"] is None and served.card["held_out"] is None
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -639,7 +736,7 @@ def test_an_unreadable_store_is_a_warning_not_a_failure(tmp_path, caplog):
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"not a database at all" * 100)
     with caplog.at_level(logging.WARNING, logger="charrnn.serve"):
-        served = modelcard.load(str(save_tiny_model(tmp_path / "data" / "model")))
+        served = served_lib.load(str(save_tiny_model(tmp_path / "data" / "model")))
     assert served.card["mlflow"] is None
     assert "no MLflow provenance" in caplog.text
 
@@ -647,7 +744,7 @@ def test_an_unreadable_store_is_a_warning_not_a_failure(tmp_path, caplog):
 def test_connections_to_the_served_socket_send_without_delay():
     """TCP_NODELAY on every accepted connection: without it, each answer on a kept-alive
     connection waited ~40 ms for the client's delayed ACK."""
-    sock = serve_app.listening_socket("127.0.0.1", 0)
+    sock = server.listening_socket("127.0.0.1", 0)
     nodelay = []
 
     async def main():
@@ -674,14 +771,14 @@ def server_log(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, server_log):
-    with serve_app.spawn(model_dir, "--max-chars", "20000", "--chunk", "5", log_path=server_log) as spawned:
+def process(model_dir, server_log):
+    with server.spawn(model_dir, "--max-chars", "20000", "--chunk", "5", log_path=server_log) as spawned:
         yield spawned
 
 
 @pytest.mark.slow
-def test_a_client_that_goes_away_frees_its_rows(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+def test_a_client_that_goes_away_frees_its_rows(process):
+    with httpx.Client(base_url=process.url, timeout=30) as c:
         before = c.get("/v1/stats").json()
         with c.stream("POST", "/v1/generate", json={"prompt": "ROMEO:", "num_chars": 20_000, "stream": True}) as r:
             next(r.iter_lines())  # the prompt's event: the request is in the batch
@@ -696,7 +793,7 @@ def test_a_client_that_goes_away_frees_its_rows(server):
 
 
 @pytest.mark.slow
-def test_under_a_bounded_load_every_answer_is_right_and_memory_stays_flat(server, generator):
+def test_under_a_bounded_load_every_answer_is_right_and_memory_stays_flat(process, generator):
     """500 requests from 32 threads within 90 s: plain and streamed ones (compared with
     generate_text), bad ones (their 4xx), and streams dropped after their first event. Then the
     server is up and holds no rows, and its RSS grew by less than 16 MB from the end of the
@@ -719,18 +816,19 @@ def test_under_a_bounded_load_every_answer_is_right_and_memory_stays_flat(server
         kind = i % 10
         if kind in (0, 1, 2, 3, 4):  # plain
             prompts, s = good[i % len(good)]
-            r = c.post("/v1/generate", json={"prompts": prompts, **s})
+            r = c.post("/v1/generate", json={"prompts": prompts, **s.as_dict()})
             assert r.status_code == 200 and r.json()["texts"] == wanted[i % len(good)], r.text
             return "good"
         if kind in (5, 6):  # streamed
             prompts, s = good[i % len(good)]
-            r = c.post("/v1/generate", json={"prompts": prompts, **s, "stream": True})
+            r = c.post("/v1/generate", json={"prompts": prompts, **s.as_dict(), "stream": True})
             assert r.status_code == 200 and joined(events(r.text)) == wanted[i % len(good)]
             assert events(r.text)[-1][0] == "done"
             return "good"
         if kind in (7, 8):  # bad
             body, status = bad[i % len(bad)]
-            r = c.post("/v1/generate", content=body if isinstance(body, bytes) else json.dumps(body).encode())
+            r = c.post("/v1/generate", content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+                       headers=JSON)
             assert r.status_code == status and "error" in r.json(), r.text
             return "bad"
         with c.stream("POST", "/v1/generate", json={"prompt": "ROMEO:", "num_chars": 5_000, "stream": True}) as r:
@@ -742,20 +840,20 @@ def test_under_a_bounded_load_every_answer_is_right_and_memory_stays_flat(server
 
         def task(i):
             if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=server.url, timeout=60)
+                local.client = httpx.Client(base_url=process.url, timeout=60)
             return one(i, local.client)
 
         with ThreadPoolExecutor(32) as pool:
             return list(pool.map(task, range(offset, offset + n)))
 
-    process = psutil.Process(server.process.pid)
+    process = psutil.Process(process.process.pid)
     start = time.monotonic()
     load(100, 0)  # warm-up: every kind of request, every batch size the load reaches
     rss_warm = process.memory_info().rss
     kinds = load(400, 100)
     seconds = time.monotonic() - start
     rss_end = process.memory_info().rss
-    with httpx.Client(base_url=server.url, timeout=10) as c:
+    with httpx.Client(base_url=process.url, timeout=10) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         deadline = time.monotonic() + 10
         while (stats := c.get("/v1/stats").json())["rows"] and time.monotonic() < deadline:
@@ -765,5 +863,5 @@ def test_under_a_bounded_load_every_answer_is_right_and_memory_stays_flat(server
     assert seconds < 90
     assert kinds.count("good") == 280 and kinds.count("bad") == 80 and kinds.count("dropped") == 40
     assert stats["rows"] == 0 and stats["waiting"] == 0 and stats["requests_cancelled"] >= 40
-    assert server.process.poll() is None
+    assert process.process.poll() is None
     assert rss_end - rss_warm < 16 * 2**20

@@ -280,12 +280,14 @@ def test_default_uri_is_an_absolute_sqlite_path_under_root(root, env, tmp_path):
     assert tracking.tracking_uri(root) == f"sqlite:///{tmp_path}/real-repo/mlruns/mlflow.db"
 
 
-def test_find_root_walks_up_to_dvc_yaml(tmp_path):
+def test_the_project_root_is_the_nearest_directory_with_dvc_yaml(tmp_path):
+    from charrnn.core import paths
+
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (tmp_path / "stages" / "deep").mkdir(parents=True)
-    assert tracking.find_root(tmp_path / "stages" / "deep") == tmp_path
-    with pytest.raises(tracking.TrackingError):
-        tracking.find_root(tmp_path.parent)
+    assert paths.project_root(tmp_path / "stages" / "deep") == tmp_path
+    with pytest.raises(paths.ProjectError):
+        paths.project_root(tmp_path.parent)
 
 
 def test_runs_table(root):
@@ -360,5 +362,7 @@ def test_a_sqlite_file_that_is_not_a_store_is_an_error(tmp_path, env):
 
 
 def test_outside_a_project_is_a_clear_error(tmp_path):
-    with pytest.raises(tracking.TrackingError, match="not inside a charrnn project"):
-        tracking.find_root(tmp_path)
+    from charrnn.core import paths
+
+    with pytest.raises(paths.ProjectError, match="not inside a charrnn project"):
+        paths.project_root(tmp_path)

@@ -6,7 +6,7 @@
     charrnn outputs
     charrnn runs
     charrnn promote <experiment name | run id | version> --alias champion
-    charrnn serve --model models:/charrnn@champion        (charrnn.serving: HTTP API and a playground page)
+    charrnn serve --model models:/charrnn@champion        (charrnn.serve: HTTP API and a playground page)
 
 Every option is checked by the rules of the params of the same name (charrnn.params), and every
 problem ends as one `error:` line and exit status 1 (charrnn.stage). TensorFlow is imported only
@@ -37,18 +37,19 @@ def check(option: str, key: str, value) -> None:
 
 
 def cmd_generate(args) -> None:
-    from charrnn.nn import network
-    from charrnn.sampling import generation
+    from charrnn.sampling.settings import SamplingSettings, check_prompts
 
     if args.max_chars < 1:
         raise UsageError(f"--max-chars must be at least 1, got {args.max_chars}")
-    generation.check_settings(args.num_chars, args.temperature, args.seed, args.top_k, args.top_p, args.max_chars)
+    settings = SamplingSettings.parse({name: getattr(args, name) for name in SamplingSettings.names()},
+                                      max_chars=args.max_chars)
+    from charrnn.nn import network
+    from charrnn.sampling import generation
+
     model, vocab = network.load(args.model)
-    for warning in generation.check_prompts(vocab, args.prompt):
+    for warning in check_prompts(vocab, args.prompt):
         print(f"warning: {warning}", file=sys.stderr)
-    generator = generation.Generator(model, vocab)
-    pieces = generator.stream(args.prompt, args.num_chars, args.temperature, args.seed, args.top_k, args.top_p,
-                              max_chars=args.max_chars)
+    pieces = generation.Generator(model, vocab).stream(args.prompt, settings, max_chars=args.max_chars)
     write_streams(args.prompt, pieces, sys.stdout)
 
 
@@ -127,10 +128,9 @@ def _number(metrics: dict, key: str, path: Path) -> float:
 
 
 def cmd_runs(args) -> None:
-    from charrnn.tracking import runs as tracking
-    from charrnn.tracking import table as runs
+    from charrnn import tracking
 
-    frame = runs.frame(tracking.find_root(), args.experiment)
+    frame = tracking.frame(paths.project_root(), args.experiment)
     if frame.empty:
         print("no runs yet: run `dvc repro` or `dvc exp run`")
         return
@@ -141,13 +141,12 @@ def cmd_runs(args) -> None:
 
 
 def cmd_promote(args) -> None:
-    from charrnn.tracking import registry
-    from charrnn.tracking import runs as tracking
+    from charrnn import tracking
 
-    root = tracking.find_root()
+    root = paths.project_root()
     name = args.name or Params.load(root / paths.PARAMS).tracking.registered_model
-    version = registry.promote(root, name, args.target, args.alias)
-    bpc = version.tags.get(registry.HELD_OUT_BPC_TAG, "?")
+    version = tracking.promote(root, name, args.target, args.alias)
+    bpc = version.tags.get(tracking.HELD_OUT_BPC_TAG, "?")
     print(f"models:/{name}@{args.alias} -> version {version.version} (run {version.run_id}, held-out {bpc} bits/char)")
 
 
@@ -171,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=defaults.top_k, help="sample among the k most likely only (0: off)")
     g.add_argument("--top-p", type=float, default=defaults.top_p,
                    help="sample from the smallest set holding this much probability (1.0: off)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text; default: %(default)s)")
     g.add_argument("--max-chars", type=int, default=MAX_NUM_CHARS,
                    help="refuse --num-chars above this (default: %(default)s); raise it for longer texts")
     g.set_defaults(func=cmd_generate)
@@ -201,9 +200,9 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--name", default=None, help="registered model (default: tracking.registered_model in params.yaml)")
     m.set_defaults(func=cmd_promote)
 
-    from charrnn.serve import app as serve_app
+    from charrnn.serve import server
 
-    serve_app.add_parser(sub)
+    server.add_parser(sub)
     return p
 
 

@@ -17,6 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from charrnn.core.errors import CharrnnError
 
@@ -29,6 +30,10 @@ MAX_EPOCHS = 1_000
 MAX_THREADS = 1_024
 MAX_NUM_CHARS = 1_000_000  # sample.num_chars and `charrnn generate` (whose --max-chars raises it)
 MAX_PROMPTS = 1_024
+# Every float param reaches TensorFlow as a float32, which rounds a smaller magnitude to zero (or,
+# below this, to a denormal that the CPU flushes to zero) and a larger one to infinity.
+FLOAT32_TINY = 1.1754944e-38
+FLOAT32_MAX = 3.4028234e38
 
 
 class ParamsError(CharrnnError, ValueError):
@@ -58,8 +63,17 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _between(lo, hi, what: str = "a number"):
-    return (lambda v: lo <= v <= hi, f"must be {what} from {_number(lo)} to {_number(hi)}")
+class Bounds(NamedTuple):
+    """A numeric rule's range, for those who state it elsewhere (the HTTP API's schema)."""
+    lo: float
+    hi: float
+    lo_open: bool = False  # lo itself excluded
+
+
+def _between(lo, hi, what: str = "a number", lo_open: bool = False):
+    test = (lambda v: lo < v <= hi) if lo_open else (lambda v: lo <= v <= hi)
+    above = f"> {_number(lo)} and <= {_number(hi)}" if lo_open else f"{what} from {_number(lo)} to {_number(hi)}"
+    return (test, f"must be {above}", Bounds(lo, hi, lo_open))
 
 
 def _number(x) -> str:
@@ -75,7 +89,7 @@ _RULES = {
     "non_negative": (lambda v: v >= 0, "must be >= 0"),
     "fraction_open": (lambda v: 0 < v < 1, "must be strictly between 0 and 1"),
     "fraction_half_open": (lambda v: 0 <= v < 1, "must be >= 0 and < 1"),
-    "probability": (lambda v: 0 < v <= 1, "must be > 0 and <= 1"),
+    "probability": _between(0, 1, lo_open=True),
     "seed": _between(0, SEED_MAX, "an integer"),
     "temperature": _between(*TEMPERATURE_RANGE),
     "seq_length": _between(1, MAX_SEQ_LENGTH, "an integer"),
@@ -246,12 +260,34 @@ def problem(key: str, value) -> str | None:
     return _rule_problem(f, value)
 
 
+def _precision_problem(value) -> str | None:
+    """Why a float cannot be the float32 the graph computes with, if it cannot."""
+    if isinstance(value, float) and value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+        return (f"must be 0 or of a size a 32-bit float holds ({FLOAT32_TINY:.2g} to {FLOAT32_MAX:.2g}), "
+                f"got {value!r}")
+    return None
+
+
 def _rule_problem(f: dataclasses.Field, value) -> str | None:
+    """Why `value` breaks the field's rule, else why the graph's float32 cannot hold it, if so."""
     rule = f.metadata.get("rule")
-    if rule is None:
-        return None
-    test, message = _RULES[rule]
-    return None if test(value) else f"{message}, got {value!r}"
+    if rule is not None:
+        test, message = _RULES[rule][:2]
+        if not test(value):
+            return f"{message}, got {value!r}"
+    for item in value if isinstance(value, list) else [value]:
+        if wrong := _precision_problem(item):
+            return wrong
+    return None
+
+
+def bounds(key: str) -> Bounds:
+    """The range the rule of a numeric param ('sample.top_p') allows."""
+    cls, name = Params, key
+    while "." in name:
+        section, name = name.split(".", 1)
+        cls = typing.get_type_hints(cls)[section]
+    return _RULES[{f.name: f for f in fields(cls)}[name].metadata["rule"]][2]
 
 
 def _type_ok(value, annotation) -> tuple[bool, object]:

@@ -1,5 +1,8 @@
-"""Where the pipeline's files live, relative to the project root (dvc.yaml names the same)."""
+"""Where the pipeline's files live, relative to the project root (dvc.yaml names the same), and
+where that root is."""
 from pathlib import Path
+
+from charrnn.core.errors import CharrnnError
 
 PARAMS = Path("params.yaml")
 LOCK = Path("dvc.lock")
@@ -17,3 +20,17 @@ TRAIN_BACKUP = Path("data/cache/train-backup")  # resumable training state; not 
 MLRUNS = Path("mlruns")
 # what running the pipeline changes in the working tree (provenance leaves these out)
 PIPELINE_OUTPUTS = (LOCK, Path("data"), METRICS, MLRUNS)
+
+
+class ProjectError(CharrnnError):
+    pass
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above `start` (default: the cwd) holding dvc.yaml."""
+    start = Path(start or Path.cwd()).resolve()
+    for directory in (start, *start.parents):
+        if (directory / "dvc.yaml").is_file():
+            return directory
+    raise ProjectError(f"not inside a charrnn project: no dvc.yaml in {start} or any directory above it "
+                       "(run this in the project's directory)")

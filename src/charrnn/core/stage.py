@@ -14,14 +14,21 @@ CLI), so that even a Ctrl-C during start-up, before `run_stage()`, ends the same
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from charrnn.core.errors import CharrnnError
 
 INTERRUPTED = "interrupted ({how}); outputs left as they were, run `dvc repro` again to continue"
+
+
+_REMOVE: list[Path] = []  # removed when the process ends (remove_on_exit)
 
 
 class Terminated(KeyboardInterrupt):
@@ -35,15 +42,42 @@ def _raise_terminated(signum, frame):
 def install(interrupted_message: str = INTERRUPTED) -> None:
     """Handlers for the whole process: SIGTERM as Ctrl-C, an uncaught exception (even one raised
     while modules are still being imported) ends as run_stage() would end it, every log line and
-    message masked, TensorFlow's C++ start-up lines hidden. The handlers come first, before
-    anything else is imported: a Ctrl-C may arrive at any moment."""
+    message masked, TensorFlow's C++ start-up lines hidden, and a temporary directory of its own
+    (TMPDIR) that goes when the process does. The handlers come first, before anything else is
+    imported: a Ctrl-C may arrive at any moment."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     sys.excepthook = lambda kind, e, tb: _exit_for(e, interrupted_message)
+    _private_tmpdir()
     from charrnn.core.quiet import quiet_tensorflow
     from charrnn.core.redact import mask_log_records
 
     mask_log_records()
     quiet_tensorflow()
+
+
+def _private_tmpdir() -> None:
+    """TensorFlow's autograph, MLflow and the rest write temporary files they remove only at a
+    normal interpreter exit, which a signal or an error exit (os._exit) skips: give them a
+    directory of this process's own, removed however the process ends (SIGKILL aside)."""
+    if os.environ.get("CHARRNN_TMPDIR_OWNER") == str(os.getpid()):
+        return  # installed already in this process
+    private = tempfile.mkdtemp(prefix="charrnn-tmp-")
+    os.environ["TMPDIR"] = tempfile.tempdir = private
+    os.environ["CHARRNN_TMPDIR_OWNER"] = str(os.getpid())
+    remove_on_exit(private)
+
+
+def remove_on_exit(path: str | Path) -> None:
+    """Remove this file or directory when the process ends, by any way but SIGKILL."""
+    if not _REMOVE:
+        atexit.register(clean_up)
+    _REMOVE.append(Path(path))
+
+
+def clean_up() -> None:
+    while _REMOVE:
+        path = _REMOVE.pop()
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def run_stage(main, interrupted_message: str = INTERRUPTED) -> None:
@@ -70,11 +104,16 @@ def _exit_for(e: BaseException, interrupted_message: str) -> None:
 
 
 def _leave(message: str, status: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # it may be what failed (a full disk, a closed pipe), or None
+            pass
     try:
-        sys.stdout.flush()
-    except (OSError, ValueError):  # stdout itself may be what failed (a full disk, a closed pipe)
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # stderr closed too: the exit status says it
         pass
-    print(message, file=sys.stderr, flush=True)
+    clean_up()
     os._exit(status)  # no second traceback from atexit handlers or half-torn-down threads
 
 

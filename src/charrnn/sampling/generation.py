@@ -1,84 +1,54 @@
-"""The text generator: compiled sampling, in chunks or in one call, exported as a SavedModel.
+"""The text generator: compiled sampling, exported as a SavedModel, and the one place that calls
+the exported graphs (`Engine`).
 
-`Generator` is a tf.Module with three graph functions, all exported:
+`Generator` is a tf.Module with graph functions, all exported (signature version 2):
 - `start(prompts)`: look the prompts' characters up in the vocabulary and run every row through
   all but its last prompt character: the state to generate from, and the character to feed next.
 - `extend(x, state, num_chars, temperature, top_k, top_p, seed, row, position)`: generate
   `num_chars` more characters for every row, each row with its own sampling settings; returns
   the new text of each row and where it stands (x, state).
-- `generate(prompts, num_chars, temperature, seed, top_k, top_p)`: start + extend in one call,
-  the prompts followed by their text: what `charrnn generate`, the sample stage and the MLflow
-  pyfunc model run.
+- `generate(prompts, num_chars, temperature, top_k, top_p, seed)`: start + extend in one call,
+  one answer per prompt: the prompt followed by its text.
+- `signature_version()`: 2. Version 1 (models exported before it existed) returned padded rows
+  from `start` and `generate` for a lone prompt and took generate's settings in another order;
+  `Engine` serves both, and refuses a version it does not know with one clear line.
+The settings of every function come in `SamplingSettings`' order.
 
 Sampling. The next character is drawn from softmax(logits / temperature), [UNK] excluded, cut to
 the `top_k` most likely characters (0: off) and to the nucleus, the smallest set whose
 probability reaches `top_p` (1.0: off); both together keep the smaller set. The draw is an
 inverse-CDF lookup with a uniform number that depends only on (seed, row, position): the row's
 index within its request and the index of the character among those it generated. So a request's
-text never depends on what else shares its batch, on how its generation is cut into chunks, or
+text does not depend on what else shares its batch, on how its generation is cut into chunks, or
 on which of Python, the SavedModel, the MLflow model or the HTTP service runs it. Batches of one
-row are padded to two: a one-row matmul takes another kernel whose rounding differs.
+row are computed as two (the copy is dropped): a one-row matmul takes a matrix-vector kernel
+whose rounding differs from the batched one.
 """
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import fingerprint_pb2
 
 from charrnn.core import files
 from charrnn.core.errors import CharrnnError
-from charrnn.core.params import MAX_NUM_CHARS, MAX_PROMPTS, problem
+from charrnn.core.params import MAX_NUM_CHARS
 from charrnn.data.vocab import UNK_ID, Vocabulary
+from charrnn.sampling.settings import SamplingSettings, check_prompts
 
+SIGNATURE_VERSION = 2
+KNOWN_VERSIONS = (1, 2)
 CHUNK = 1_000  # characters per graph call when generating in chunks (Ctrl-C and memory act in between)
 MIN_ROWS = 2  # see the module docstring
-PROMPT_HINT = ("in the pipeline, set them with -S 'sample.prompts=[\"...\"]', or sample.prompts: [] to draw "
-               "prompts from the held-out text")
 
 
-class GenerationError(CharrnnError, ValueError):
-    pass
-
-
-def check_prompts(vocab: Vocabulary, prompts: list[str]) -> list[str]:
-    """Raise for prompts the model cannot start from; warnings for usable prompts holding
-    characters outside the vocabulary (they are read as [UNK])."""
-    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
-        raise GenerationError("give a non-empty list of prompts, e.g. ['ROMEO:']")
-    if len(prompts) > MAX_PROMPTS:
-        raise GenerationError(f"at most {MAX_PROMPTS} prompts at once, got {len(prompts)}")
-    warnings = []
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise GenerationError(f"prompt {i} must be a string, got {type(prompt).__name__} {prompt!r:.40}")
-        if not prompt:
-            raise GenerationError(f"prompt {i} is empty: give at least one character to start from")
-        if problem("sample.prompts", [prompt]):
-            raise GenerationError(f"prompt {i} is not valid Unicode text (a lone surrogate): {prompt!r}")
-        unknown = vocab.unknown_chars(prompt)
-        if len(unknown) == len(set(prompt)):
-            raise GenerationError(f"prompt {i} ({prompt[:40]!r}) has no character of the model's vocabulary: "
-                                  f"start from characters the model was trained on; {PROMPT_HINT}")
-        if unknown:
-            warnings.append(f"prompt {i} ({prompt[:40]!r}) has characters outside the vocabulary, read as "
-                            f"[UNK]: {''.join(unknown)!r}")
-    return warnings
-
-
-def check_settings(num_chars: int, temperature: float, seed: int, top_k: int = 0, top_p: float = 1.0,
-                   max_chars: int = MAX_NUM_CHARS) -> None:
-    """The sampling settings, by the rules of the sample.* params (num_chars up to `max_chars`)."""
-    wrong = [f"{name} {why}" for name, value in (("temperature", temperature), ("seed", seed),
-                                                  ("top_k", top_k), ("top_p", top_p))
-             if (why := problem(f"sample.{name}", value))]
-    if isinstance(num_chars, bool) or not isinstance(num_chars, int) or not 1 <= num_chars <= max_chars:
-        wrong.insert(0, f"num_chars must be an integer from 1 to {max_chars:,}, got {num_chars!r}"
-                        + (" (raise the cap with --max-chars)" if isinstance(num_chars, int) and num_chars > max_chars else ""))
-    if wrong:
-        raise GenerationError("; ".join(wrong))
+class ExportError(CharrnnError):
+    """An exported generator this version of charrnn cannot run."""
 
 
 # --- sampling ----------------------------------------------------------------------------------
@@ -264,12 +234,13 @@ class Generator(tf.Module):
         chars = tf.strings.unicode_split(prompts, "UTF-8")
         ids = tf.ragged.map_flat_values(self.char_to_id.lookup, chars)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
+        rows = tf.shape(lengths)[0]
         with tf.control_dependencies([
                 tf.debugging.assert_positive(tf.size(prompts), message="no prompts given"),
                 tf.debugging.assert_positive(lengths, message="every prompt needs at least one character")]):
             prompt_ids, lengths = _pad_rows(ids.to_tensor(UNK_ID), lengths)
         x, states = feed_prompts(self._one_step(), self.model.initial_states(tf.shape(lengths)[0]), prompt_ids, lengths)
-        return x, self._pack(states)
+        return x[:rows], self._pack(states)[:rows]
 
     def _extend(self, x, state, num_chars, temperature, top_k, top_p, seed, row, position):
         rows = tf.shape(x)[0]
@@ -285,6 +256,11 @@ class Generator(tf.Module):
                                     seed, row, position)
         text = tf.strings.reduce_join(tf.gather(self.id_to_char, ids[:rows]), axis=1)
         return text, x[:rows], self._pack(states)[:rows]
+
+    @tf.function(input_signature=[])
+    def signature_version(self):
+        """The version of these functions' signatures (see the module docstring)."""
+        return tf.constant(SIGNATURE_VERSION)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts")])
     def start(self, prompts):
@@ -307,12 +283,12 @@ class Generator(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts"),
                                   tf.TensorSpec([], tf.int32, name="num_chars"),
                                   tf.TensorSpec([], tf.float32, name="temperature"),
-                                  tf.TensorSpec([], tf.int64, name="seed"),
                                   tf.TensorSpec([], tf.int32, name="top_k"),
-                                  tf.TensorSpec([], tf.float32, name="top_p")])
-    def generate(self, prompts, num_chars, temperature, seed, top_k, top_p):
-        """Each prompt (as given) followed by `num_chars` generated characters; row i of the
-        batch samples as row i (seed, i, position)."""
+                                  tf.TensorSpec([], tf.float32, name="top_p"),
+                                  tf.TensorSpec([], tf.int64, name="seed")])
+    def generate(self, prompts, num_chars, temperature, top_k, top_p, seed):
+        """Each prompt (as given) followed by `num_chars` generated characters, one answer per
+        prompt; row i of the batch samples as row i (seed, i, position)."""
         with tf.control_dependencies([tf.debugging.assert_positive(num_chars, message="num_chars must be > 0")]):
             x, state = self._start(prompts)
             rows = tf.shape(x)[0]
@@ -321,35 +297,127 @@ class Generator(tf.Module):
                                       tf.fill([rows], top_p), seed * fill, tf.range(tf.cast(rows, tf.int64)), 0 * fill)
         return prompts + text
 
-    def stream(self, prompts: list[str], num_chars: int, temperature: float, seed: int, top_k: int = 0,
-               top_p: float = 1.0, chunk: int = CHUNK, max_chars: int = MAX_NUM_CHARS) -> Iterator[list[str]]:
-        """The generated text in pieces of up to `chunk` characters per row (prompts excluded),
-        the same text `generate` gives in one piece."""
-        check_prompts(self.vocab, prompts)
-        check_settings(num_chars, temperature, seed, top_k, top_p, max_chars)
-        x, state = self.start(tf.constant(prompts, tf.string))
-        rows = len(prompts)
-        settings = (tf.fill([rows], float(temperature)), tf.fill([rows], min(top_k, self.vocab.size)),
-                    tf.fill([rows], float(top_p)), tf.fill([rows], tf.constant(seed, tf.int64)),
-                    tf.range(rows, dtype=tf.int64))
-        for position in range(0, num_chars, chunk):
-            n = min(chunk, num_chars - position)
-            text, x, state = self.extend(x, state, tf.constant(n), *settings, tf.fill([rows], tf.constant(position, tf.int64)))
-            yield [t.decode("utf-8") for t in text.numpy()]
+    def stream(self, prompts: list[str], settings: SamplingSettings, chunk: int = CHUNK,
+               max_chars: int = MAX_NUM_CHARS) -> Iterator[list[str]]:
+        """The generated text in pieces of up to `chunk` characters per row (prompts excluded)."""
+        return Engine(self).stream(prompts, settings, self.vocab, chunk, max_chars)
 
-    def generate_text(self, prompts: list[str], num_chars: int, temperature: float, seed: int, top_k: int = 0,
-                      top_p: float = 1.0, max_chars: int = MAX_NUM_CHARS) -> list[str]:
+    def generate_text(self, prompts: list[str], settings: SamplingSettings, max_chars: int = MAX_NUM_CHARS) -> list[str]:
         """Each prompt followed by its generated text."""
+        return Engine(self).generate_text(prompts, settings, self.vocab, max_chars)
+
+
+def generate(model, vocab: Vocabulary, prompts: list[str], settings: SamplingSettings) -> list[str]:
+    """Generate after each prompt. For many calls, build one Generator and reuse it (no retracing)."""
+    return Generator(model, vocab).generate_text(prompts, settings)
+
+
+# --- running the graphs: in-process or exported, any known signature version ---------------------
+
+
+@dataclass
+class Rows:
+    """Rows being generated, one entry per row in each array: where a row stands (x, state, the
+    position of its next character, the characters it has left) and its own settings."""
+
+    x: np.ndarray
+    state: np.ndarray
+    temperature: np.ndarray
+    top_k: np.ndarray
+    top_p: np.ndarray
+    seed: np.ndarray
+    row: np.ndarray
+    position: np.ndarray
+    left: np.ndarray
+
+    @classmethod
+    def of(cls, x, state, settings: SamplingSettings) -> "Rows":
+        """The rows of one request: x and state from `Engine.start`, row i its prompt i."""
+        k = len(x)
+        return cls(np.asarray(x), np.asarray(state), np.full(k, settings.temperature, np.float32),
+                   np.full(k, settings.top_k, np.int32), np.full(k, settings.top_p, np.float32),
+                   np.full(k, settings.seed, np.int64), np.arange(k, dtype=np.int64), np.zeros(k, np.int64),
+                   np.full(k, settings.num_chars, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def concat(self, other: "Rows") -> "Rows":
+        return Rows(**{k: np.concatenate([v, other.arrays()[k]]) for k, v in self.arrays().items()})
+
+    def select(self, mask_or_index) -> "Rows":
+        return Rows(**{k: v[mask_or_index] for k, v in self.arrays().items()})
+
+
+class Engine:
+    """Runs a generator's graphs: a `Generator` in this process, or an exported one loaded with
+    tf.saved_model.load (signature version 1 or 2). The only caller of those graphs."""
+
+    def __init__(self, graphs, version: int | None = None):
+        self.graphs = graphs
+        self.version = SIGNATURE_VERSION if isinstance(graphs, Generator) else version or exported_version(graphs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Engine":
+        """An exported generator (a SavedModel directory), its signature version checked."""
+        try:
+            graphs = tf.saved_model.load(str(path))
+        except (OSError, ValueError, tf.errors.OpError) as e:
+            raise ExportError(f"{path} is not a loadable SavedModel ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        return cls(graphs)
+
+    def start(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(x, state) of each prompt, one row each."""
+        x, state = self.graphs.start(tf.constant(prompts, tf.string))
+        rows = len(prompts)  # version 1 padded a lone prompt to two rows
+        return x.numpy()[:rows], state.numpy()[:rows]
+
+    def step(self, rows: Rows, n: int) -> list[str]:
+        """`n` more characters for every row (each must have n left): their text, and the rows
+        moved on in place."""
+        text, x, state = self.graphs.extend(rows.x, rows.state, np.int32(n), rows.temperature, rows.top_k,
+                                            rows.top_p, rows.seed, rows.row, rows.position)
+        rows.x, rows.state = x.numpy(), state.numpy()
+        rows.position = rows.position + n
+        rows.left = rows.left - n
+        return [t.decode("utf-8") for t in text.numpy()]
+
+    def stream(self, prompts: list[str], settings: SamplingSettings, vocab: Vocabulary, chunk: int = CHUNK,
+               max_chars: int = MAX_NUM_CHARS) -> Iterator[list[str]]:
+        """The generated text in pieces of up to `chunk` characters per row (prompts excluded),
+        the same text `generate_text` gives in one piece."""
+        check_prompts(vocab, prompts)
+        settings.check(max_chars)
+        rows = Rows.of(*self.start(prompts), settings)
+        while rows.left[0] > 0:
+            yield self.step(rows, int(min(chunk, rows.left[0])))
+
+    def generate_text(self, prompts: list[str], settings: SamplingSettings, vocab: Vocabulary,
+                      max_chars: int = MAX_NUM_CHARS) -> list[str]:
         texts = list(prompts)
-        for pieces in self.stream(prompts, num_chars, temperature, seed, top_k, top_p, max_chars=max_chars):
+        for pieces in self.stream(prompts, settings, vocab, max_chars=max_chars):
             texts = [t + p for t, p in zip(texts, pieces)]
         return texts
 
+    def warm_up(self, vocab: Vocabulary) -> None:
+        """Trace or load the graphs now, not in the first request's time."""
+        rows = Rows.of(*self.start([vocab.chars[0]]), SamplingSettings(num_chars=1))
+        self.step(rows, 1)
 
-def generate(model, vocab: Vocabulary, prompts: list[str], num_chars: int, temperature: float,
-             seed: int, top_k: int = 0, top_p: float = 1.0) -> list[str]:
-    """Generate after each prompt. For many calls, build one Generator and reuse it (no retracing)."""
-    return Generator(model, vocab).generate_text(prompts, num_chars, temperature, seed, top_k, top_p)
+
+def exported_version(graphs) -> int:
+    """The signature version of a loaded SavedModel; an ExportError for one this code cannot run."""
+    if not all(hasattr(graphs, name) for name in ("start", "extend", "generate")):
+        raise ExportError("not a charrnn generator: the SavedModel has no start, extend and generate functions")
+    version = int(graphs.signature_version()) if hasattr(graphs, "signature_version") else 1
+    if version not in KNOWN_VERSIONS:
+        raise ExportError(f"the generator was exported with signature version {version}; this charrnn runs "
+                          f"versions {', '.join(map(str, KNOWN_VERSIONS))}: serve it with a charrnn that knows it")
+    return version
 
 
 def export(generator: Generator, path: str | Path) -> None:

@@ -1,200 +1,82 @@
-"""`charrnn serve`: a trained model over HTTP, with dynamic batching and streaming.
+"""The HTTP app of `charrnn serve`: a trained model as a JSON API, with dynamic batching,
+streaming and a playground page.
 
-    charrnn serve --model data/model                 (or --model models:/charrnn@champion)
+Endpoints (request and response bodies: charrnn.serve.schemas; /openapi.json describes them)
+- GET  /               the playground page (web/: static files, nothing loaded from elsewhere)
+- GET  /healthz        {"status": "ok"}
+- GET  /v1/model       the model card: corpus, vocabulary size, architecture, sampling defaults,
+                       held-out loss and bits per character, the MLflow run and registered version
+                       (null where unknown), and this server's limits
+- GET  /v1/stats       the batcher's counters and the refusals
+- GET  /metrics        the same and more in the Prometheus text format
+- POST /v1/generate    {"prompt": "ROMEO:"} or {"prompts": [...]}, and optionally num_chars,
+                       temperature, top_k, top_p, seed (default: the model's own sample settings)
+                       and stream. Answer: {"texts": [prompt + generated text, ...], "model",
+                       the settings used, "warnings": [characters read as [UNK], ...]}
+- POST /v1/completions, GET /v1/models: the OpenAI-compatible API (charrnn.serve.openai)
 
-Bound to 127.0.0.1:8000 unless --host / --port say otherwise (--port 0: a free port; the line
-`charrnn serve: listening on http://HOST:PORT/` on stdout says which, once it accepts).
+Streaming. With "stream": true the answer is text/event-stream: events {"index": i, "text": ...},
+the first of each prompt being the prompt itself, so that joining the texts of index i gives
+texts[i] of the plain answer; then one `done` event with the rest of the plain answer. A failure
+after the first event ends the stream with `event: error` and data {"error": "..."}. A client that
+goes away frees its rows at the next step.
 
-Endpoints
-- GET  /             the playground page (charrnn/web/index.html: one static file, no external URL)
-- GET  /healthz      {"status": "ok"}
-- GET  /v1/model     the model card: corpus, vocabulary size, architecture, sampling defaults,
-                     held-out loss and bits per character, the MLflow run and registered version
-                     it came from (null where unknown: the store is only read, never written), limits
-- GET  /v1/stats     the batcher's counters: rows generating, requests waiting, requests served, ...
-- POST /v1/generate  {"prompt": "ROMEO:"} or {"prompts": ["ROMEO:", "JULIET:"]}, and optionally
-                     num_chars, temperature, top_k, top_p, seed (default: the model's sample params
-                     where known, else 200, 0.8, 0, 1.0, 0) and stream (default false). Answer:
-                     {"texts": [prompt + generated text, ...], "model", "num_chars", "temperature",
-                      "top_k", "top_p", "seed", "warnings": [characters read as [UNK], ...]}
-
-Streaming. With "stream": true the answer is text/event-stream: one event per prompt per chunk,
-the first event of each prompt being the prompt itself, so that joining the `text`s of index i
-gives texts[i] of the plain answer; then one `done` event with the rest of the plain answer:
-
-    data: {"index": 0, "text": "ROMEO:"}
-
-    data: {"index": 0, "text": "\\nWhat light through yonder"}
-    ...
-    event: done
-    data: {"model": "data/model", "num_chars": 200, ..., "warnings": []}
-
-A failure after the first event ends the stream with `event: error` and data {"error": "..."}.
-A client that goes away (mid-stream, or while waiting for a plain answer) frees its rows at the
-next chunk.
-
-Batching: charrnn.batching (one worker thread merges the requests that arrive while it is busy).
-The model and its card: charrnn.modelcard.
-
-Errors. Every error is JSON {"error": "<one clear line>"}: 400 for a body that is not UTF-8 JSON,
-413 over 1 MB, 422 for a body the rules reject (generation.check_prompts and check_settings,
-the rules of the sample.* params; unknown fields are named), 404 / 405 for other routes and
-methods, 503 when too many requests wait. Anything else is a bug: 500 with a masked message
-(charrnn.redact), its traceback logged, masked too; the server goes on. A server that cannot
-start (bad options, no model, a port in use) says why in one `error:` line, exit status 1.
+Errors are JSON {"error": "<one line>"}: 400 a body that is not JSON, 401 a missing API key, 403 a
+foreign Host or Origin, 408 a body too slow to arrive, 413 over the size cap, 415 not JSON, 422 a
+body the rules refuse (the sample.* params' rules, as every other door applies them), 503 (with
+Retry-After) too many requests, 504 past --request-timeout. Anything else is a bug: 500 "internal
+error (id ...)", with the traceback under that id in the server's log; the server goes on.
 """
 
-import argparse
 import asyncio
-import difflib
 import json
 import logging
-import socket
-import subprocess
-import sys
-import threading
-import time
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from importlib import resources
-from pathlib import Path
-from typing import Iterator, NamedTuple
 
-from charrnn.core import paths
-from charrnn.core.errors import CharrnnError
-from charrnn.core.params import MAX_NUM_CHARS, MAX_PROMPTS
-from charrnn.core.redact import format_exception, redact
-from charrnn.serve.batching import DEFAULT_CHUNK, MAX_BATCH, Batcher, Busy, Cancelled, Failed, Job
-from charrnn.serve.served import FALLBACK_DEFAULTS, SETTING_TYPES, Served, load
+from charrnn.core.redact import redact
+from charrnn.sampling.settings import SamplingSettings, SettingsError, check_prompts
+from charrnn.serve import guard, openai, schemas
+from charrnn.serve.batching import Batcher, Busy, Cancelled, Failed, Job, internal_error
+from charrnn.serve.metrics import Metrics, Observed
+from charrnn.serve.options import ServeOptions
+from charrnn.serve.served import Served
 
-MAX_BODY_BYTES = 1_000_000
-DEFAULT_MAX_CHARS = 10_000
-DEFAULT_MAX_PROMPT_CHARS = 10_000  # a prompt is run through the model before anyone's next step
 DISCONNECT_POLL_S = 0.5
 MAX_ERROR_CHARS = 1_000
-FIELDS = ("prompt", "prompts", *FALLBACK_DEFAULTS, "stream")
-LISTENING = "charrnn serve: listening on "
+RETRY_AFTER_S = "1"
+WEB = resources.files("charrnn.serve").joinpath("web")
+STATIC = {"playground.js": "text/javascript", "playground.css": "text/css", "icon.svg": "image/svg+xml"}
 
 log = logging.getLogger("charrnn.serve")
-
-
-class ServeError(CharrnnError):
-    """A server that cannot start: bad options, a port in use."""
 
 
 class ApiError(Exception):
     """A request the service refuses: its HTTP status and one line saying why."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
-# --- requests -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Limits:
-    max_chars: int = DEFAULT_MAX_CHARS
-    max_prompts: int = MAX_BATCH
-    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
-
-
-async def read_body(request) -> bytes:
-    """The request's body, or a 413 as soon as it passes MAX_BODY_BYTES (whatever Content-Length
-    says). Starlette's own limit answers in plain text; every error here is JSON."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES:,} bytes")
-    return bytes(body)
-
-
-def parse_body(raw: bytes) -> dict:
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "the body is not UTF-8 text: send JSON such as {\"prompt\": \"ROMEO:\"}") from None
-    except ValueError as e:  # json.JSONDecodeError
-        raise ApiError(400, f"the body is not valid JSON ({e}): send e.g. {{\"prompt\": \"ROMEO:\"}}") from None
-    except RecursionError:
-        raise ApiError(400, "the body is nested too deeply to be a request") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, f"the body must be a JSON object such as {{\"prompt\": \"ROMEO:\"}}, got {_short(body)}")
-    return body
-
-
-def read_request(body: dict, served: Served, limits: Limits) -> tuple[list[str], dict, bool, list[str]]:
-    """(prompts, settings, stream, warnings) of a request body, or an ApiError (422) saying what
-    is wrong, by the rules of the sample.* params."""
-    from charrnn.sampling.generation import GenerationError, check_prompts, check_settings
-
-    unknown = [k for k in body if k not in FIELDS]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], FIELDS, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(FIELDS)}"
-        raise ApiError(422, f"unknown field {_short(unknown[0])} ({hint})")
-    prompts = _prompts(body, limits)
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(422, f"stream must be true or false, got {_short(stream)}")
-    settings = {**served.defaults, **{k: body[k] for k in FALLBACK_DEFAULTS if k in body}}
-    try:
-        check_settings(max_chars=limits.max_chars, **settings)
-        warnings = check_prompts(served.vocab, prompts)
-    except GenerationError as e:
-        raise ApiError(422, str(e).replace("--max-chars", "the server's --max-chars")) from None
-    return prompts, {k: SETTING_TYPES[k](v) for k, v in settings.items()}, stream, warnings
-
-
-def _prompts(body: dict, limits: Limits) -> list[str]:
-    if ("prompt" in body) == ("prompts" in body):
-        raise ApiError(422, "give either \"prompt\": \"...\" or \"prompts\": [\"...\", ...]"
-                       + (", not both" if "prompt" in body else ""))
-    if "prompt" in body:
-        if not isinstance(body["prompt"], str):
-            raise ApiError(422, f"prompt must be a string, got {_short(body['prompt'])}")
-        prompts = [body["prompt"]]
-    else:
-        prompts = body["prompts"]
-        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise ApiError(422, f"prompts must be a list of strings, got {_short(prompts)}")
-    if len(prompts) > limits.max_prompts:
-        raise ApiError(422, f"at most {limits.max_prompts} prompts per request, got {len(prompts)}")
-    for i, prompt in enumerate(prompts):
-        if len(prompt) > limits.max_prompt_chars:
-            raise ApiError(422, f"prompt {i} has {len(prompt):,} characters; at most {limits.max_prompt_chars:,} "
-                                "(the server's --max-prompt-chars)")
-    return prompts
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# --- the app ------------------------------------------------------------------------------------
-
-
-def create_app(model: str | Path | Served, max_chars: int = DEFAULT_MAX_CHARS, max_prompts: int = MAX_BATCH,
-               max_batch: int = MAX_BATCH, chunk: int = DEFAULT_CHUNK, batching: bool = True,
-               max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS):
-    """The FastAPI app serving `model` (a model directory, models:/ URI, or a loaded Served).
-    Its batcher runs from the app's startup to its shutdown (use TestClient as a context
-    manager)."""
+def create_app(served: Served, options: ServeOptions = ServeOptions()):
+    """The FastAPI app serving `served`. Its batcher runs from the app's startup to its shutdown
+    (use TestClient as a context manager)."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from fastapi.sse import EventSourceResponse
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException
+    from starlette.middleware.cors import CORSMiddleware
 
-    check_options(max_chars, max_prompts, max_batch, chunk, batching, max_prompt_chars)
-    served = model if isinstance(model, Served) else load(str(model))
-    limits = Limits(max_chars, max_prompts, max_prompt_chars)
-    defaults = {**served.defaults, "num_chars": min(served.defaults["num_chars"], max_chars)}
-    served = Served(served.name, served.engine, served.vocab, defaults, served.card)
-    batcher = Batcher(served.engine, max_batch, chunk, batching)
-    page = resources.files("charrnn.serve").joinpath("web/index.html").read_text(encoding="utf-8")
+    options.check()
+    defaults = served.defaults.replace(num_chars=min(served.defaults.num_chars, options.max_chars))
+    limits = schemas.Limits(options.max_chars, options.max_prompts, options.max_prompt_chars, options.max_body_bytes)
+    GenerateRequest = schemas.request_models(defaults, limits)
+    batcher = Batcher(served.engine, options.max_batch, options.chunk, options.batching)
+    policy = guard.Policy(options.allowed_hosts, options.allowed_origins, options.api_key, options.max_body_bytes,
+                          options.body_timeout)
+    metrics = Metrics(batcher, policy)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -204,64 +86,198 @@ def create_app(model: str | Path | Served, max_chars: int = DEFAULT_MAX_CHARS, m
         finally:
             batcher.close()
 
-    app = FastAPI(title="charrnn", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.batcher = batcher
-    app.state.served = served
+    app = FastAPI(title="charrnn", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="A character-level RNN served with dynamic batching (charrnn serve).")
+    app.state.batcher, app.state.served, app.state.policy = batcher, served, policy
 
-    def error(status: int, message: str) -> JSONResponse:
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
         clean = redact(message).encode("utf-8", "backslashreplace").decode("utf-8")
-        return JSONResponse({"error": clean[:MAX_ERROR_CHARS]}, status_code=status)
+        return JSONResponse({"error": clean[:MAX_ERROR_CHARS]}, status_code=status, headers=headers)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
-        if e.status >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, e)
-        return error(e.status, str(e))
+        return error(e.status, str(e), e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        return error(*validation_message(e.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
         return error(e.status_code, str(e.detail))
 
+    @app.exception_handler(guard.BodyTooLarge)
+    async def too_large(request: Request, e: guard.BodyTooLarge):
+        return error(413, str(e))
+
+    @app.exception_handler(guard.BodyTimeout)
+    async def too_slow(request: Request, e: guard.BodyTimeout):
+        return error(408, str(e), {"Connection": "close"})
+
     @app.exception_handler(Exception)
-    async def internal_error(request: Request, e: Exception):
-        log.error("%s %s failed:\n%s", request.method, request.url.path, format_exception(e))
-        return error(500, f"internal error: {type(e).__name__}: {e}")
+    async def bug(request: Request, e: Exception):
+        return error(500, internal_error(f"{request.method} {request.url.path} failed", e))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground():
-        return page
+        return WEB.joinpath("index.html").read_text(encoding="utf-8")
 
-    @app.get("/healthz")
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str):
+        if name not in STATIC:
+            raise ApiError(404, f"no such file: /static/{name[:60]}")
+        return Response(WEB.joinpath(name).read_bytes(), media_type=STATIC[name],
+                        headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(WEB.joinpath("icon.svg").read_bytes(), media_type="image/svg+xml")
+
+    @app.get("/healthz", response_model=schemas.Health)
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", summary="the model card and this server's limits")
     async def model_card():
-        return {**served.card, "sampling_defaults": served.defaults,
-                "limits": {"max_chars": max_chars, "max_prompts": max_prompts, "max_prompt_chars": max_prompt_chars,
-                           "max_batch": max_batch, "max_body_bytes": MAX_BODY_BYTES}}
+        return {**served.card, "sampling_defaults": defaults.as_dict(),
+                "limits": {"max_chars": options.max_chars, "max_prompts": options.max_prompts,
+                           "max_prompt_chars": options.max_prompt_chars, "max_batch": options.max_batch,
+                           "max_body_bytes": options.max_body_bytes, "request_timeout": options.request_timeout},
+                "auth": options.api_key is not None}
 
-    @app.get("/v1/stats")
+    @app.get("/v1/stats", summary="the batcher's counters and the refusals")
     async def stats():
-        return batcher.stats()
+        return {**batcher.stats(), "refused": dict(policy.refused)}
 
-    @app.post("/v1/generate")
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus():
+        body, kind = metrics.text()
+        return Response(body, media_type=kind)
+
+    errors = {code: {"model": schemas.ErrorBody} for code in (400, 401, 403, 413, 415, 422, 503, 504)}
+
+    documented = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": GenerateRequest.model_json_schema()}}}}
+
+    @app.post("/v1/generate", response_model=schemas.GenerateResponse, responses=errors, openapi_extra=documented,
+              summary="continue one or more prompts (stream: server-sent events)")
     async def generate(request: Request):
-        prompts, settings, stream, warnings = read_request(parse_body(await read_body(request)), served, limits)
-        job = Job(prompts, settings)
-        try:
-            batcher.submit(job)
-        except Busy as e:
-            raise ApiError(503, str(e)) from None
-        summary = {"model": served.name, **settings, "warnings": warnings}
-        if stream:
-            return EventSourceResponse(_events(job, summary))
-        return {"texts": await _collect(job, request), **summary}
+        body = validated(GenerateRequest, parse_body(await request.body()), OPTION_OF)
+        prompts = request_prompts(body)
+        settings = request_settings(body, defaults, options.max_chars)
+        warnings = checked(served, prompts, options.max_prompts)
+        job = submit(batcher, prompts, settings, options.request_timeout)
+        summary = {"model": served.name, **settings.as_dict(), "warnings": warnings}
+        if body.stream:
+            from fastapi.sse import EventSourceResponse
 
+            return EventSourceResponse(sse_events(job, summary))
+        return {"texts": await collect(job, request), **summary}
+
+    app.include_router(openai.router(served, defaults, limits, options, batcher))
+    # the last added runs first: metrics see every answer, the guard refuses before CORS answers
+    app.add_middleware(CORSMiddleware, allow_origins=list(options.allowed_origins), allow_methods=["GET", "POST"],
+                       allow_headers=["Content-Type", "Authorization"], max_age=600)
+    app.add_middleware(guard.Guard, policy=policy)
+    app.add_middleware(Observed, metrics=metrics)
     return app
 
 
-async def _collect(job: Job, request) -> list[str]:
+def _version() -> str:
+    from charrnn import __version__
+
+    return __version__
+
+
+# the option that caps a field, named when a request passes the cap
+OPTION_OF = {"num_chars": "--max-chars", "prompt": "--max-prompt-chars", "prompts": "--max-prompts"}
+
+
+def parse_body(raw: bytes):
+    """A request body as JSON, or an ApiError (400) saying why it is not."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, 'the body is not UTF-8 text: send JSON such as {"prompt": "ROMEO:"}') from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply to be a request") from None
+    except ValueError as e:  # json.JSONDecodeError
+        raise ApiError(400, f'the body is not valid JSON ({e}): send e.g. {{"prompt": "ROMEO:"}}') from None
+
+
+def validated(model, data, options: dict | None = None):
+    """`data` as the pydantic `model`, or an ApiError (422) naming every problem."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ApiError(*validation_message(e.errors(), model, options or {})) from None
+
+
+def validation_message(errors, model=None, options: dict | None = None) -> tuple[int, str]:
+    """(status, one line) for pydantic's errors about a body: every problem, field by field."""
+    import difflib
+
+    lines = []
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"] if part != "body")
+        if error["type"] == "json_invalid":
+            return 400, 'the body is not valid JSON: send e.g. {"prompt": "ROMEO:"}'
+        if error["type"] in ("model_attributes_type", "model_type", "dict_type"):
+            return 422, 'the body must be a JSON object such as {"prompt": "ROMEO:"}'
+        if error["type"] == "extra_forbidden":
+            known = list(model.model_fields) if model is not None else []
+            close = difflib.get_close_matches(where, known, n=1)
+            lines.append(f"unknown field {where!r}" + (f" (did you mean {close[0]!r}?)" if close else
+                                                       f" (known: {', '.join(known)})" if known else ""))
+            continue
+        got = f", got {_short(error['input'])}" if "input" in error and error["type"] != "missing" else ""
+        cap = (options or {}).get(where.split(".")[0])
+        capped = f" (the server's {cap})" if cap and error["type"] in ("less_than_equal", "too_long",
+                                                                       "string_too_long") else ""
+        lines.append(f"{where or 'body'}: {error['msg'][0].lower() + error['msg'][1:]}{got}{capped}")
+    return 422, "; ".join(lines) or "invalid request"
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list, str, int, float)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def request_prompts(body) -> list[str]:
+    if (body.prompt is None) == (body.prompts is None):
+        raise ApiError(422, 'give either "prompt": "..." or "prompts": ["...", ...]'
+                       + (", not both" if body.prompt is not None else ""))
+    return [body.prompt] if body.prompt is not None else list(body.prompts)
+
+
+def request_settings(body, defaults: SamplingSettings, max_chars: int) -> SamplingSettings:
+    """The request's settings over the model's defaults, by the sample.* params' rules."""
+    try:
+        return SamplingSettings.parse({name: getattr(body, name) for name in SamplingSettings.names()}, defaults,
+                                      max_chars)
+    except SettingsError as e:
+        raise ApiError(422, str(e).replace("--max-chars", "the server's --max-chars")) from None
+
+
+def checked(served: Served, prompts: list[str], max_prompts: int) -> list[str]:
+    try:
+        return check_prompts(served.vocab, prompts, max_prompts)
+    except SettingsError as e:
+        raise ApiError(422, str(e)) from None
+
+
+def submit(batcher: Batcher, prompts: list[str], settings: SamplingSettings, timeout: float) -> Job:
+    job = Job(prompts, settings, timeout)
+    try:
+        batcher.submit(job)
+    except Busy as e:
+        raise ApiError(503, str(e), {"Retry-After": RETRY_AFTER_S}) from None
+    return job
+
+
+async def collect(job: Job, request) -> list[str]:
     """The job's whole texts; the job is cancelled if the client goes away first."""
     async def watch():
         while not await request.is_disconnected():
@@ -272,9 +288,10 @@ async def _collect(job: Job, request) -> list[str]:
     texts = list(job.prompts)
     try:
         async for pieces in job.pieces():
-            texts = [t + p for t, p in zip(texts, pieces)]
+            for row, piece in pieces:
+                texts[row] += piece
     except Failed as e:
-        raise ApiError(500, str(e)) from None
+        raise ApiError(e.status, str(e)) from None
     except Cancelled:
         raise ApiError(499, "cancelled: the client went away") from None  # nobody reads this answer
     finally:
@@ -283,7 +300,7 @@ async def _collect(job: Job, request) -> list[str]:
     return texts
 
 
-async def _events(job: Job, summary: dict):
+async def sse_events(job: Job, summary: dict):
     from fastapi.sse import format_sse_event
 
     def event(data: dict, name: str | None = None) -> bytes:
@@ -293,8 +310,8 @@ async def _events(job: Job, summary: dict):
         for i, prompt in enumerate(job.prompts):
             yield event({"index": i, "text": prompt})
         async for pieces in job.pieces():
-            for i, piece in enumerate(pieces):
-                yield event({"index": i, "text": piece})
+            for row, piece in pieces:
+                yield event({"index": row, "text": piece})
         yield event(summary, "done")
     except (Failed, Cancelled) as e:
         yield event({"error": str(e) or "cancelled"}, "error")
@@ -302,138 +319,3 @@ async def _events(job: Job, summary: dict):
         job.cancel()  # the client went away (Starlette cancels this generator), or a no-op
 
 
-# --- the command --------------------------------------------------------------------------------
-
-
-def check_options(max_chars: int, max_prompts: int, max_batch: int, chunk: int, batching: bool,
-                  max_prompt_chars: int) -> None:
-    wrong = []
-    if not 1 <= max_chars <= MAX_NUM_CHARS:
-        wrong.append(f"--max-chars must be from 1 to {MAX_NUM_CHARS:,}, got {max_chars}")
-    if not 1 <= max_batch <= MAX_BATCH:
-        wrong.append(f"--max-batch must be from 1 to {MAX_BATCH} (generation is tested batch-invariant up to "
-                     f"{MAX_BATCH} rows), got {max_batch}")
-    if not 1 <= max_prompts <= MAX_PROMPTS:
-        wrong.append(f"--max-prompts must be from 1 to {MAX_PROMPTS}, got {max_prompts}")
-    elif batching and max_prompts > max_batch:
-        wrong.append(f"--max-prompts ({max_prompts}) must not exceed --max-batch ({max_batch}): a request's rows "
-                     "join the batch together")
-    if chunk < 1:
-        wrong.append(f"--chunk must be at least 1, got {chunk}")
-    if max_prompt_chars < 1:
-        wrong.append(f"--max-prompt-chars must be at least 1, got {max_prompt_chars}")
-    if wrong:
-        raise ServeError("; ".join(wrong))
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `serve` to the CLI's subcommands (charrnn.cli.parser)."""
-    s = subparsers.add_parser("serve", help="serve a model over HTTP: JSON API, streaming, a playground page")
-    add_options(s)
-    s.set_defaults(func=cmd_serve)
-    return s
-
-
-def add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=str(paths.MODEL),
-                   help="model directory or registered model, e.g. models:/charrnn@champion (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
-    p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS,
-                   help="refuse num_chars above this (default: %(default)s)")
-    p.add_argument("--max-prompts", type=int, default=MAX_BATCH, help="prompts per request (default: %(default)s)")
-    p.add_argument("--max-prompt-chars", type=int, default=DEFAULT_MAX_PROMPT_CHARS,
-                   help="characters per prompt (default: %(default)s)")
-    p.add_argument("--max-batch", type=int, default=MAX_BATCH,
-                   help=f"rows generated together, at most {MAX_BATCH} (default: %(default)s)")
-    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                   help="characters per batched step: how often requests can join, and the streaming "
-                        "granularity (default: %(default)s)")
-    p.add_argument("--no-batching", dest="batching", action="store_false",
-                   help="one request at a time (the baseline of bench/serve.py)")
-
-
-def cmd_serve(args) -> None:
-    if not 0 <= args.port <= 65535:
-        raise ServeError(f"--port must be from 0 to 65535, got {args.port}")
-    check_options(args.max_chars, args.max_prompts, args.max_batch, args.chunk, args.batching, args.max_prompt_chars)
-    app = create_app(load(args.model), max_chars=args.max_chars, max_prompts=args.max_prompts,
-                     max_batch=args.max_batch, chunk=args.chunk, batching=args.batching,
-                     max_prompt_chars=args.max_prompt_chars)
-    run(app, args.host, args.port)
-
-
-def run(app, host: str, port: int) -> None:
-    """Serve `app` with uvicorn until Ctrl-C / SIGTERM; print the address once it accepts."""
-    import uvicorn
-
-    sock = listening_socket(host, port)
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets=None):
-            await super().startup(sockets)
-            if self.started:
-                bound = self.servers[0].sockets[0].getsockname()[1]
-                print(f"{LISTENING}http://{'[' + host + ']' if ':' in host else host}:{bound}/", flush=True)
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    Server(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5)).run([sock])
-
-
-def listening_socket(host: str, port: int):
-    """A TCP socket bound to host:port for uvicorn, or a ServeError saying why not."""
-    # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY on the connections it accepts only
-    # when the socket says it is TCP; without it, every answer on a kept-alive connection waited
-    # ~40 ms for a delayed ACK (Nagle's algorithm)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:  # uvicorn would log it and exit 3; here it is one `error:` line like any other
-        sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    return sock
-
-
-class Spawned(NamedTuple):
-    url: str  # http://127.0.0.1:PORT, no trailing slash
-    process: subprocess.Popen
-
-
-@contextmanager
-def spawn(model: str | Path, *options: str, log_path: Path | None = None, timeout: float = 180) -> Iterator[Spawned]:
-    """A real server in a child process on 127.0.0.1 and a free port, for tests and benchmarks;
-    SIGTERM, then SIGKILL, on the way out. Its log (stdout and stderr) goes to `log_path`."""
-    command = [sys.executable, "-m", "charrnn.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
-               "--port", "0", *options]
-    logfile = open(log_path or "/dev/null", "w", encoding="utf-8")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=logfile, text=True, bufsize=1)
-    found: list[str] = []
-    ready = threading.Event()
-
-    def drain():  # read stdout to the end, so a chatty server never blocks on a full pipe
-        for line in proc.stdout:
-            logfile.write(line)
-            logfile.flush()
-            if line.startswith(LISTENING) and not found:
-                found.append(line[len(LISTENING):].strip().rstrip("/"))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.2) and time.monotonic() < deadline:
-            pass
-        if not found:
-            raise ServeError(f"the server did not start within {timeout:.0f} s (exit status {proc.poll()}); "
-                             f"see {log_path or 'its log (pass log_path)'}")
-        yield Spawned(found[0], proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        logfile.close()

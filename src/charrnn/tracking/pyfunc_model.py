@@ -1,38 +1,42 @@
 """The MLflow pyfunc model of a trained charrnn generator.
 
-MLflow copies this file into every logged model (models from code) and runs it when the model is
-loaded, by `mlflow.pyfunc.load_model("models:/charrnn@champion")` or `mlflow models serve`. It
-needs TensorFlow and MLflow only, not charrnn: the exported generator (a SavedModel, the model's
-artifact `generator`) holds the weights, the vocabulary and the sampling graph.
+MLflow copies this file into every logged model (models from code), with the charrnn package that
+logged it (code_paths), and runs it when the model is loaded, by
+`mlflow.pyfunc.load_model("models:/charrnn@champion")` or `mlflow models serve`. So a registered
+model carries the code of its own version: the exported generator (a SavedModel: the weights, the
+vocabulary and the sampling graph) is run by charrnn.sampling.generation, and every request is
+checked by the rules every other door applies (charrnn.sampling.settings).
 
 Input: a list of prompt strings. Output: each prompt followed by its generated text. Params:
-num_chars, temperature, seed, top_k, top_p (their defaults are in the model's signature).
+num_chars, temperature, top_k, top_p, seed (their defaults, the run's sample settings, are in the
+model's signature). A request the rules refuse is an MlflowException of INVALID_PARAMETER_VALUE
+(HTTP 400 from `mlflow models serve`) saying why.
 """
 from __future__ import annotations
 
 import mlflow
-import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from charrnn.data.vocab import Vocabulary
+from charrnn.sampling.generation import Engine
+from charrnn.sampling.settings import SamplingSettings, SettingsError, check_prompts
 
 
 class CharRNNGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        self.generator = tf.saved_model.load(context.artifacts["generator"])
-        self.defaults = dict(context.model_config or {})
+        self.engine = Engine.load(context.artifacts["generator"])
+        self.vocab = Vocabulary.load(context.artifacts["vocab"])
+        self.defaults = SamplingSettings.parse(dict(context.model_config or {}))
 
     def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
-        settings = {**self.defaults, **(params or {})}
-        prompts = [str(p) for p in _prompts(model_input)]
         try:
-            out = self.generator.generate(
-                tf.constant(prompts, tf.string), tf.constant(int(settings["num_chars"]), tf.int32),
-                tf.constant(float(settings["temperature"]), tf.float32), tf.constant(int(settings["seed"]), tf.int64),
-                tf.constant(int(settings["top_k"]), tf.int32), tf.constant(float(settings["top_p"]), tf.float32))
-        except (tf.errors.InvalidArgumentError, ValueError, OverflowError) as e:
-            message = getattr(e, "message", None) or str(e)
-            raise MlflowException(f"invalid request: {message.splitlines()[0]}", error_code=INVALID_PARAMETER_VALUE) from None
-        return [s.decode("utf-8") for s in out.numpy()]
+            settings = SamplingSettings.parse(dict(params or {}), self.defaults)
+            prompts = _prompts(model_input)
+            check_prompts(self.vocab, prompts)
+        except (SettingsError, TypeError) as e:
+            raise MlflowException(f"invalid request: {e}", error_code=INVALID_PARAMETER_VALUE) from None
+        return self.engine.generate_text(prompts, settings, self.vocab)
 
 
 def _prompts(model_input) -> list:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from charrnn.tracking import runs as tracking
 
 LOGGED_MODEL_NAME = "generator"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+PACKAGE = Path(__file__).resolve().parent.parent  # src/charrnn: the code a logged model carries
 EXAMPLE_PROMPTS = ["\n"]
 HELD_OUT_BPC_TAG = "charrnn.held_out_bpc"
 
@@ -32,8 +34,9 @@ class RegistryError(CharrnnError):
 
 def signature_defaults(sample) -> dict:
     """The pyfunc model's params and their defaults: the run's own sample.* settings."""
-    return {"num_chars": sample.num_chars, "temperature": sample.temperature, "seed": sample.seed,
-            "top_k": sample.top_k, "top_p": sample.top_p}
+    from charrnn.sampling.settings import SamplingSettings
+
+    return SamplingSettings.from_params(sample).as_dict()
 
 
 def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path, model_hash: str,
@@ -44,7 +47,7 @@ def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path
     The version number, or None when tracking is off or failed (a warning says which)."""
     def action(client) -> str:
         tags_now = {**tags, tracking.MODEL_HASH_TAG: model_hash}
-        existing = _version_of(client, name, model_hash)
+        existing = version_of(client, model_hash, name)
         if existing is not None:  # keep where it came from (a later sample-only experiment did not train it)
             fresh = {k: v for k, v in tags_now.items() if k not in existing.tags or k == HELD_OUT_BPC_TAG}
             _set_version_tags(client, name, existing.version, fresh)
@@ -64,7 +67,7 @@ def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path
 def tag_version(run: tracking.Run, name: str, model_hash: str, tags: dict[str, str]) -> None:
     """Set tags on the registered version of this model, if there is one."""
     def action(client) -> None:
-        existing = _version_of(client, name, model_hash)
+        existing = version_of(client, model_hash, name)
         if existing is not None:
             _set_version_tags(client, name, existing.version, tags)
 
@@ -76,12 +79,14 @@ def _set_version_tags(client, name: str, version: str, tags: dict[str, str]) -> 
         client.set_model_version_tag(name, version, key, redact(value))
 
 
-def _version_of(client, name: str, model_hash: str):
+def version_of(client, model_hash: str, name: str | None = None):
+    """The newest registered version of the model with this content hash (of the registered
+    model `name`, or of any), or None."""
     from mlflow.exceptions import MlflowException
 
+    by_hash = f"tags.`{tracking.MODEL_HASH_TAG}` = '{model_hash}'"
     try:
-        versions = client.search_model_versions(f"name = '{_quoted(name)}' and tags.`{tracking.MODEL_HASH_TAG}` = "
-                                                f"'{model_hash}'")
+        versions = client.search_model_versions(by_hash if name is None else f"name = '{_quoted(name)}' and {by_hash}")
     except MlflowException:
         return None  # no registered model of that name yet
     return max(versions, key=lambda v: int(v.version)) if versions else None
@@ -128,8 +133,10 @@ def _log_model(client, run_id: str, generator_dir: Path, vocab_path: Path, defau
         signature = infer_signature(EXAMPLE_PROMPTS, ["\n" + "generated text"], params=defaults)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "model"
+            code = Path(tmp) / "code" / "charrnn"
+            shutil.copytree(PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             mlflow.pyfunc.save_model(
-                str(local), python_model=str(PYFUNC_CODE),
+                str(local), python_model=str(PYFUNC_CODE), code_paths=[str(code)],
                 artifacts={"generator": str(generator_dir), "vocab": str(vocab_path)},
                 signature=signature, input_example=(EXAMPLE_PROMPTS, defaults), model_config=defaults,
                 pip_requirements=_requirements(),
@@ -221,5 +228,42 @@ def resolve(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
         local = mlflow.artifacts.download_artifacts(artifact_uri=v.source, dst_path=str(dest),
                                                     tracking_uri=tracking.tracking_uri(root))
     except MlflowException as e:
-        raise RegistryError(f"{uri}: {redact(e.message)}") from None
+        raise RegistryError(f"{uri}: {redact(e.message)} (store: {redact(tracking.tracking_uri(root))})") from None
     return Path(local), _version(v)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A registered model's files, downloaded: the exported generator, its vocabulary, and the
+    sampling defaults it was logged with."""
+
+    generator: Path
+    vocab: Path
+    defaults: dict
+    version: Version
+
+
+def fetch(root: Path, uri: str, dest: Path) -> Fetched:
+    """Download a registered model (see `resolve`) and read its MLmodel file with MLflow's own
+    reader; a damaged or foreign model is a RegistryError naming the version and its place."""
+    from mlflow.models import Model
+
+    local, version = resolve(root, uri, dest)
+    where = f"{uri} (version {version.version}, stored at {redact(version.source)})"
+    repair = ("register the model again (`dvc repro -f sample` in the project that trained it), or promote "
+              "another version with `charrnn promote`")
+    try:
+        flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function")
+    except Exception as e:  # noqa: BLE001 - MLflow raises YAML, type and key errors for a damaged file
+        raise RegistryError(f"{where}: its MLmodel file cannot be read ({type(e).__name__}); {repair}") from None
+    artifacts = flavor.get("artifacts") if isinstance(flavor, dict) else None
+    if not isinstance(artifacts, dict) or not all(isinstance(artifacts.get(k), dict) and "path" in artifacts[k]
+                                                  for k in ("generator", "vocab")):
+        raise RegistryError(f"{where} is not a charrnn generator (its MLmodel has no python_function flavor with "
+                            f"the artifacts generator and vocab); {repair}")
+    files = {k: local / str(artifacts[k]["path"]) for k in ("generator", "vocab")}
+    for name, path in files.items():
+        if not path.exists() or not path.resolve().is_relative_to(local.resolve()):
+            raise RegistryError(f"{where}: its {name} artifact is missing; {repair}")
+    config = flavor.get("config") if isinstance(flavor.get("config"), dict) else {}
+    return Fetched(files["generator"], files["vocab"], config, version)

@@ -48,16 +48,6 @@ class TrackingError(CharrnnError):
     """A tracking store that cannot be read (the read side only: writing merely warns)."""
 
 
-def find_root(start: Path | None = None) -> Path:
-    """The nearest directory at or above `start` (default: the cwd) holding dvc.yaml."""
-    start = Path(start or Path.cwd()).resolve()
-    for directory in (start, *start.parents):
-        if (directory / "dvc.yaml").is_file():
-            return directory
-    raise TrackingError(f"not inside a charrnn project: no dvc.yaml in {start} or any directory above it "
-                        "(run this in the project's directory)")
-
-
 def is_enabled(tracking: TrackingParams) -> bool:
     return tracking.enabled and os.environ.get("CHARRNN_TRACKING", "1").strip().lower() not in OFF_VALUES
 
@@ -277,7 +267,7 @@ def model_run(params: Params, root: Path, model_hash: str, stage: str | None = N
     resumed = []  # start() puts the RunInfo of the run it resumes here
 
     def start(mlflow_client, experiment_id: str) -> str:
-        found = _find_model_run(mlflow_client, experiment_id, model_hash)
+        found = find_model_run(mlflow_client, [experiment_id], model_hash)
         if found is None:
             tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage,
                     **provenance.git_tags(store_root(root)), **provenance.dvc_tags()}
@@ -300,13 +290,14 @@ def model_run(params: Params, root: Path, model_hash: str, stage: str | None = N
         yield run
 
 
-def _find_model_run(mlflow_client, experiment_id: str, model_hash: str):
+def find_model_run(mlflow_client, experiment_ids: list[str], model_hash: str):
+    """The newest run of these experiments tagged with the model's content hash, or None."""
     runs = mlflow_client.search_runs(
-        [experiment_id],
+        experiment_ids,
         filter_string=f"tags.`{MODEL_HASH_TAG}` = '{model_hash}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
-    )
+    ) if experiment_ids else []
     return runs[0] if runs else None
 
 

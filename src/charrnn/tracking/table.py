@@ -3,10 +3,12 @@ first (runs without it last, newest first). The runs come from tracking.search_r
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from charrnn.tracking import runs as tracking
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY_PARAMS = ("seq_length", "train.cell", "train.layers", "train.units", "train.epochs", "train.learning_rate")
 # table order; the first is the sort key
@@ -15,13 +17,15 @@ KEY_METRICS = ("held_out_bpc", "held_out_loss", "held_out_perplexity", "copied_f
 FIXED = ["run_name", "experiment", "status", "start_time"]
 
 
-def frame(root: Path, experiment: str | None = None) -> pd.DataFrame:
+def frame(root: Path, experiment: str | None = None) -> "pd.DataFrame":
     """run_name, experiment, status, start_time, the key params plus every param that differs
     between runs, and the KEY_METRICS present. Empty when there are no runs."""
     return table(tracking.search_runs(root, experiment))
 
 
-def table(runs: list[dict]) -> pd.DataFrame:
+def table(runs: list[dict]) -> "pd.DataFrame":
+    import pandas as pd
+
     if not runs:
         return pd.DataFrame()
     df = pd.DataFrame([{**{k: r[k] for k in FIXED},

@@ -10,7 +10,7 @@ Tracking only: nothing here changes a DVC output.
 from __future__ import annotations
 
 from charrnn.core import files, metricfiles, paths
-from charrnn.tracking import provenance, registry
+from charrnn.tracking import provenance, registry, runs
 
 
 def publish(run, params, full_hash: str) -> None:
@@ -36,3 +36,21 @@ def publish(run, params, full_hash: str) -> None:
                           registry.signature_defaults(params.sample))
     elif tags:
         registry.tag_version(run, name, full_hash, tags)
+
+
+def publish_training(run, params, history) -> str:
+    """Everything the training run gets once the model is saved: the model's, corpus's and
+    vocabulary's content hashes as tags, the model, vocabulary and loss history as artifacts, the
+    loss curve as a picture, then whatever else the working tree holds for this model (publish).
+    The model's content hash."""
+    from charrnn.nn import history as losses
+
+    model_hash = metricfiles.model_hash()
+    run.set_tags({runs.MODEL_HASH_TAG: model_hash, "charrnn.corpus_hash": files.sha256_tree(paths.CORPUS),
+                  "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
+    run.log_artifacts(paths.MODEL, "model")
+    run.log_artifact(paths.VOCAB)
+    run.log_artifact(paths.METRICS / "history.csv")
+    run.log_figure(lambda: losses.loss_figure(history), "loss_curve.png")
+    publish(run, params, model_hash)  # what DVC may skip for this model
+    return model_hash
