@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from common import REPO, generated_text
+
+from charrnn.core.params import with_changes
 
 
 def write_corpus(path: Path, mb: int) -> int:
@@ -47,9 +48,8 @@ def bench(mb: int = 200) -> list[dict]:
     """download (from a local file) -> build_vocab -> make_tfrecords on `mb` MiB of text."""
     scratch = Path(tempfile.mkdtemp(prefix="charrnn-bench-data-"))
     try:
-        params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-        params["data"]["source"] = "source.txt"
-        (scratch / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+        text = with_changes((REPO / "params.yaml").read_text(encoding="utf-8"), {"data": {"source": "source.txt"}})
+        (scratch / "params.yaml").write_text(text, encoding="utf-8")
         size = write_corpus(scratch / "source.txt", mb)
         (scratch / "metrics").mkdir()
         results = {name: run_stage(name, scratch) for name in ("download", "build_vocab", "make_tfrecords")}

@@ -100,13 +100,13 @@ def params(softmax: str, epochs: int = 1):
 
 def bench_speed(configs: dict, steps: int) -> dict:
     """{name: median seconds per step}: one train_on_batch each in turn, order alternating."""
-    from charrnn.data import records
+    from charrnn.data import reader
     from charrnn.nn import training
 
     sides = {}
     for name, (records_dir, vocab, softmax) in configs.items():
         model = training.build_model(params(softmax), vocab, total_steps=steps + 1)
-        batches = iter(records.dataset(records_dir, "train", BATCH, shuffle_seed=1).repeat())
+        batches = iter(reader.dataset(records_dir, "train", BATCH, shuffle_seed=1).repeat())
         model.train_on_batch(*next(batches))  # warm-up: trace and compile
         sides[name] = (model, batches)
     times = {name: [] for name in sides}

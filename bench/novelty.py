@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import ALPHABET, TINY, TINY_CHARS, generated_text, load, now
 
-from charrnn.data import records
+from charrnn.data import split
 from charrnn.sampling import novelty
 
 SAMPLES, SAMPLE_CHARS = 3, 500
@@ -44,7 +44,7 @@ class CountedPasses:
 def measure(corpus: Path, stop: int) -> None:
     """The child: copy_metrics of the samples on stdin against the first `stop` characters of `corpus`."""
     samples = json.loads(sys.stdin.read())
-    chunks = CountedPasses(records.TextSpan(corpus, 0, stop))
+    chunks = CountedPasses(split.TextSpan(corpus, 0, stop))
     start = time.perf_counter()
     metrics = novelty.copy_metrics(chunks, samples)
     print(json.dumps({"seconds": time.perf_counter() - start, "passes": chunks.passes, "metrics": metrics}))

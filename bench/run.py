@@ -32,7 +32,7 @@ def bench_training(name, text, workdir, steps):
     import reference
 
     from charrnn.core.params import TrainParams
-    from charrnn.data import records
+    from charrnn.data import reader, records
     from charrnn.data.vocab import Vocabulary, count_chars
     from charrnn.nn import training
 
@@ -52,7 +52,7 @@ def bench_training(name, text, workdir, steps):
     ours = training.build_model(params, vocab)
     assert vocab.size == len(ids_from_chars.get_vocabulary())
     ours.set_weights(ref.get_weights())  # same layers in the same order: the same starting point
-    our_ds = records.dataset(rec, "train", BATCH, shuffle_seed=1).repeat()
+    our_ds = reader.dataset(rec, "train", BATCH, shuffle_seed=1).repeat()
 
     # Step by step, alternating: each side draws its next batch from its own input pipeline and
     # takes one optimizer step (the same compiled train function model.fit runs); alternating
@@ -162,10 +162,10 @@ def bench_generation(name, text, model, vocab, num_chars, rounds):
 
 
 def bench_evaluation(name, text, model, vocab, train_cps, rounds):
-    from charrnn.data import records
+    from charrnn.data.split import split_point
     from charrnn.nn import evaluation
 
-    tail = text[records.split_point(len(text), 0.1):]
+    tail = text[split_point(len(text), 0.1):]
     ids = vocab.encode(tail)
     evaluation.held_out_loss(model, ids[: 64 * SEQ * 2], 64, SEQ)  # warm-up: trace
     speeds = []

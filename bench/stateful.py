@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from common import REPO, corpus_text, load, machine, now
 
 from charrnn.core.params import Params, TrainParams  # noqa: E402
-from charrnn.data import records  # noqa: E402
+from charrnn.data.split import split_point  # noqa: E402
 from charrnn.data.vocab import Vocabulary, count_chars  # noqa: E402
 from charrnn.nn import evaluation, training
 
@@ -100,7 +100,7 @@ def main() -> None:
     text, source = corpus_text()
     vocab = Vocabulary.from_counts(count_chars([text]))
     ids = vocab.encode(text).astype(np.int32)
-    split = records.split_point(len(ids), defaults.data.val_fraction)
+    split = split_point(len(ids), defaults.data.val_fraction)
     train_ids, val_ids = ids[:split], ids[split:]
     print(f"# Stateful training (TBPTT) against windows\n\n{machine()}; {now()}; load before: {load()}\n"
           f"{source}; GRU-{params.units}, embedding {params.embedding_dim}, batch {params.batch_size}, "

@@ -7,7 +7,7 @@ from charrnn import tracking
 from charrnn.core import files, metricfiles, paths
 from charrnn.core.params import Params
 from charrnn.core.stage import run_stage
-from charrnn.data import records
+from charrnn.data.split import Split
 from charrnn.sampling.settings import SamplingSettings, check_prompts
 
 
@@ -18,16 +18,16 @@ def main() -> None:
     from charrnn.sampling import generation, novelty
 
     model, vocab = network.load(paths.MODEL)
-    prompts = s.prompts or records.held_out_prompts(paths.CORPUS, params.data.val_fraction)
+    split = Split.of(paths.CORPUS, params.data.val_fraction)
+    prompts = s.prompts or split.prompts()
     for warning in check_prompts(vocab, prompts):
         print(f"warning: {warning}", file=sys.stderr)
     generator = generation.Generator(model, vocab)
     settings = SamplingSettings.from_params(s)
     texts = generator.generate_text(prompts, settings)
     grid = {t: generator.generate_text(prompts, settings.replace(temperature=t)) for t in s.temperature_grid}
-    split = records.split_point(records.count_corpus_chars(paths.CORPUS), params.data.val_fraction)
     generated = [text[len(prompt):] for prompt, text in zip(prompts, texts)]
-    copying = novelty.copy_metrics(records.TextSpan(paths.CORPUS, 0, split), generated, ngram=s.copy_ngram)
+    copying = novelty.copy_metrics(split.train, generated, ngram=s.copy_ngram)
     model_hash = metricfiles.model_hash()
     with files.atomic_path(paths.SAMPLES) as tmp:
         tmp.mkdir()

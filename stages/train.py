@@ -7,20 +7,18 @@ from charrnn.core import files, paths
 from charrnn.core.params import Params
 from charrnn.core.stage import run_stage
 from charrnn.data.vocab import Vocabulary
-from charrnn.nn import memory
+from charrnn.nn import memory, workers
 
 
 def main() -> None:
     params = Params.load(paths.PARAMS)
     vocab = Vocabulary.load(paths.VOCAB)
-    memory.check_training(params, vocab.size)
-    from charrnn.nn import training  # imports TensorFlow
+    memory.check_training(params, vocab)
+    if not workers.is_chief():  # in a multi-worker cluster, only the chief logs the run
+        os.environ["CHARRNN_TRACKING"] = "0"
+    from charrnn.nn import network, training  # import TensorFlow
 
     training.configure(params.train.seed, params.train.threads)
-    from charrnn.nn import distribute, network
-
-    if not distribute.is_chief():  # in a multi-worker cluster, only the chief logs the run
-        os.environ["CHARRNN_TRACKING"] = "0"
     with tracking.train_run(params, paths.project_root(), tags=training.environment_tags()) as run:
         result = training.train(params.train, paths.RECORDS, vocab, backup_dir=paths.TRAIN_BACKUP,
                                 on_epoch=lambda epoch, metrics: run.log_metrics(metrics, step=epoch))

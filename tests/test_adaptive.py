@@ -12,20 +12,14 @@ import tensorflow as tf
 from charrnn.core.params import TrainParams
 from charrnn.data import records
 from charrnn.data.vocab import Vocabulary, count_chars
-from charrnn.nn import adaptive, evaluation, modeldir, network, training
+from charrnn.nn import evaluation, modeldir, network, training
+from charrnn.nn.clusters import choose_clusters, ranked
 from charrnn.nn.modeldir import ModelConfig, ModelError
-from tests.test_checkpoint import kill_at
+from tests.kit import CJK_CHARS as CHARS
+from tests.kit import CJK_VOCAB as VOCAB
+from tests.kit import adaptive_model, kill_at
 
-# 60 characters with Zipfian counts: with 16 units, a head and three tail clusters
-CHARS = tuple(chr(0x4E00 + i) for i in range(57)) + ("\n", "。", "，")
-VOCAB = Vocabulary(tuple(sorted(CHARS)), tuple(int(5000 / (1 + (i * 7) % 60)) for i in range(60)))
-
-
-def adaptive_model(rnn_impl="auto", layers=1, units=16, seed=0, cell="gru"):
-    keras.utils.set_random_seed(seed)
-    config = ModelConfig.from_params(TrainParams(embedding_dim=8, units=units, layers=layers, cell=cell,
-                                                 softmax="adaptive"), VOCAB)
-    return network.build(config, rnn_impl=rnn_impl)
+# CJK_VOCAB: 60 characters with Zipfian counts; with 16 units, a head and three tail clusters
 
 
 def batch(rows=4, steps=9, seed=0):
@@ -54,19 +48,19 @@ def reference_log_probs(model, h):
 
 
 def test_clusters_from_counts():
-    clusters, dims = adaptive.choose_clusters(VOCAB.counts, 16)
+    clusters, dims = choose_clusters(VOCAB.counts, 16)
     assert len(clusters) == 4 and dims == (4, 1, 1)
     assert sorted(i for c in clusters for i in c) == list(range(VOCAB.size))
     assert clusters[0][0] == 0 and len(clusters[0]) <= 16  # [UNK] in the head; head at most U characters
     counts = np.array([0, *VOCAB.counts])
-    ranked = [counts[list(c)] for c in clusters]
-    assert all(a.min() >= b.max() for a, b in zip(ranked[1:], ranked[2:]))  # tails by falling count
-    assert ranked[0][1:].min() >= ranked[1].max()
+    by_cluster = [counts[list(c)] for c in clusters]
+    assert all(a.min() >= b.max() for a, b in zip(by_cluster[1:], by_cluster[2:]))  # tails by falling count
+    assert by_cluster[0][1:].min() >= by_cluster[1].max()
     # each tail cluster holds about 1/4 of what the cluster before it left
-    shares = [c.sum() / counts.sum() for c in ranked]
+    shares = [c.sum() / counts.sum() for c in by_cluster]
     assert shares[0] >= 0.5 and shares[1] > shares[2] > shares[3]
-    small, none = adaptive.choose_clusters(VOCAB.counts, 64)
-    assert small == (tuple(adaptive.ranked(VOCAB.counts).tolist()),) and none == ()  # V <= U: no tail
+    small, none = choose_clusters(VOCAB.counts, 64)
+    assert small == (tuple(ranked(VOCAB.counts).tolist()),) and none == ()  # V <= U: no tail
 
 
 @pytest.mark.parametrize("rnn_impl,cell", [("keras", "gru"), ("fused", "gru"), ("keras", "lstm")])

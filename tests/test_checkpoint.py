@@ -5,6 +5,7 @@ import pytest
 from charrnn.core.params import TrainParams
 from charrnn.nn import training
 from charrnn.nn.checkpoint import STATE
+from tests.kit import kill_at
 
 TEXT = "to be or not to be, that is the question.\n" * 60 + "whether 'tis nobler in the mind to suffer\n" * 60
 
@@ -21,15 +22,6 @@ PARAMS = TrainParams(embedding_dim=8, units=24, epochs=3, batch_size=16, learnin
 def run(data, backup_dir=None, params=PARAMS):
     training.configure(params.seed)
     return training.train(params, str(data[0]), data[1], backup_dir=backup_dir)
-
-
-def kill_at(monkeypatch, epoch: int, batch: int):
-    """Make training die in `epoch` (1-based) at `batch`, as a Ctrl-C would."""
-    def on_train_batch_end(self, b, logs=None):
-        if self.epoch + 1 == epoch and b + 1 == batch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training.StopOnNaN, "on_train_batch_end", on_train_batch_end)
 
 
 def test_resumed_training_equals_the_uninterrupted_one(data, tmp_path, monkeypatch):

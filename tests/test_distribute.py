@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from charrnn.core.params import Params, ParamsError
-from charrnn.nn import distribute
+from charrnn.nn import distribute, workers
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent('''
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from charrnn.data import records
+    from charrnn.data import reader, records
     from charrnn.nn import training
     from charrnn.core.params import TrainParams
     from charrnn.data.vocab import Vocabulary, count_chars
@@ -91,7 +91,7 @@ def free_ports(n: int) -> list[int]:
 def test_two_workers_on_loopback_match_one_process(tmp_path):
     import numpy as np
 
-    from charrnn.data import records
+    from charrnn.data import reader, records
     from charrnn.data.vocab import Vocabulary, count_chars
 
     text = "to be or not to be, that is the question.\n" * 119
@@ -148,7 +148,7 @@ def test_is_chief(monkeypatch, tf_config, chief):
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert distribute.is_chief() is chief
+    assert workers.is_chief() is chief
 
 
 def test_auto_on_one_device_is_the_default_strategy():
@@ -169,14 +169,14 @@ BATCHES = textwrap.dedent('''
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from charrnn.data import records
+    from charrnn.data import reader, records
     from charrnn.data.vocab import Vocabulary, count_chars
 
     text = "to be or not to be, that is the question.\\n" * 119
     open("corpus.txt", "w").write(text)
     vocab = Vocabulary.from_counts(count_chars([text]))
     records.write_records("corpus.txt", vocab, "rec", seq_length=20, val_fraction=0.1)
-    ds = records.dataset("rec", "train", 16, shuffle_seed=42, epochs=2, random_offset=True)
+    ds = reader.dataset("rec", "train", 16, shuffle_seed=42, epochs=2, random_offset=True)
     one = [x.numpy() for x, _ in ds]
     strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     mirrored = [np.concatenate([p.numpy() for p in strategy.experimental_local_results(x)])

@@ -11,7 +11,7 @@ PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 # Imported by stages but never able to change what a stage writes: where runs are logged, how a
 # stage ends, the memory check before it starts. Editing them must not re-run training; what they
 # import counts only where an output-affecting module imports it too.
-NOT_OUTPUT_AFFECTING = {"tracking", "core.stage", "core.errors", "core.redact", "core.quiet", "nn.memory"}
+NOT_OUTPUT_AFFECTING = {"tracking", "core.stage", "core.errors", "core.redact", "core.quiet", "nn.memory", "nn.workers"}
 PACKAGE = REPO / "src/charrnn"
 
 

@@ -5,7 +5,11 @@ import pytest
 import tensorflow as tf
 
 from charrnn.nn import evaluation
-from tests.test_model import tiny
+from tests.kit import VOCAB, tiny_model
+
+
+def tiny(cell="gru"):
+    return tiny_model(VOCAB, cell=cell, layers=2), VOCAB
 
 
 def reference_loss(model, ids):

@@ -3,16 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from charrnn.data.vocab import Vocabulary, count_chars
 from charrnn.nn import modeldir, network
-from charrnn.nn.modeldir import ModelConfig, ModelError
+from charrnn.nn.modeldir import ModelError
+from tests.kit import VOCAB, tiny_model
 
 
-def tiny(cell="gru", layers=2, vocab=None):
-    vocab = vocab or Vocabulary.from_counts(count_chars(["abcdefgh\n "]))
-    config = ModelConfig(vocab_size=vocab.size, embedding_dim=8, units=16, layers=layers,
-                                   cell=cell, vocab_fingerprint=vocab.fingerprint)
-    return network.build(config), vocab
+def tiny(cell="gru", layers=2, vocab=VOCAB):
+    """A model of the kit's and its vocabulary."""
+    return tiny_model(vocab, cell=cell, layers=layers), vocab
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])

@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from charrnn.data import records, vocab
+from charrnn.data import split, vocab
 from charrnn.sampling import novelty
 
 
@@ -125,7 +125,7 @@ def test_a_corpus_span_is_read_again_for_each_pass(tmp_path, monkeypatch):
     path.write_bytes(text.encode("utf-8"))
     stop = text.index("|")
     monkeypatch.setattr(vocab, "CHUNK_CHARS", 3)
-    chunks = records.TextSpan(path, 0, stop)
+    chunks = split.TextSpan(path, 0, stop)
     assert "".join(chunks) == text[:stop] and "".join(chunks) == text[:stop]
     assert max(len(c) for c in chunks) == 3
     samples = [text[:stop], text[stop:]]

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from charrnn.serve import app as serve_app
-from tests.test_serving import save_tiny_model
+from tests.kit import SERVE_VOCAB, saved_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,7 +24,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("playground")
-    model = save_tiny_model(directory / "model")
+    model = saved_model(directory / "model", SERVE_VOCAB, units=32, layers=2)
     with serve_app.spawn(model, "--chunk", "10", log_path=directory / "server.log") as spawned:
         yield spawned
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from charrnn.core.params import TrainParams
-from charrnn.data import records
+from charrnn.data import reader
 from charrnn.nn import recipe, training
 
 
@@ -63,7 +63,7 @@ def fit(data, **overrides):
 
 
 def held_out(result, records_dir) -> float:
-    return float(result.model.evaluate(records.dataset(records_dir, "val", 8), verbose=0))
+    return float(result.model.evaluate(reader.dataset(records_dir, "val", 8), verbose=0))
 
 
 def test_the_kept_model_is_the_best_epoch(data):
@@ -89,12 +89,12 @@ def test_random_offsets_are_seeded_and_cut_the_same_text(tmp_path, make_records)
     text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(3000))
     _, vocab = make_records(text)
     ids = vocab.encode(text)
-    offsets = [records.epoch_offset(5, e, 20) for e in range(6)]
-    assert offsets == [records.epoch_offset(5, e, 20) for e in range(6)]  # seeded
+    offsets = [reader.epoch_offset(5, e, 20) for e in range(6)]
+    assert offsets == [reader.epoch_offset(5, e, 20) for e in range(6)]  # seeded
     assert len(set(offsets)) > 1 and all(0 <= o < 20 for o in offsets)
-    per_epoch = records.batches_per_epoch(tmp_path / "rec", "train", 8, random_offset=True)
+    per_epoch = reader.batches_per_epoch(tmp_path / "rec", "train", 8, random_offset=True)
     batches = [np.concatenate([x, y[:, -1:]], axis=1) for x, y in
-               records.dataset(tmp_path / "rec", "train", 8, shuffle_seed=5, epochs=2, random_offset=True)]
+               reader.dataset(tmp_path / "rec", "train", 8, shuffle_seed=5, epochs=2, random_offset=True)]
     for epoch in range(2):
         windows = np.concatenate(batches[epoch * per_epoch:(epoch + 1) * per_epoch])
         starts = sorted(offsets[epoch] + 20 * i for i in range(len(windows)))

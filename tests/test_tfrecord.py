@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charrnn.data import records, tfrecord
+from charrnn.data import reader, records, tfrecord
 from charrnn.data.vocab import Vocabulary, count_chars
 
 
@@ -33,7 +33,7 @@ def test_shards_split_as_before_and_read_back(tmp_path):
     meta = records.write_records(path, vocab, tmp_path / "rec", seq_length=9, val_fraction=0.1, shard_mb=1)
     per_shard = -(-(1 << 20) // 20)
     assert len(meta.train_shards) == -(-meta.train_windows // per_shard) > 1
-    windows = np.stack([w.numpy() for w in records.read_windows(tmp_path / "rec", "train")])  # shards interleaved
+    windows = np.stack([w.numpy() for w in reader.read_windows(tmp_path / "rec", "train")])  # shards interleaved
     expected = collections.Counter(text[i * 9:i * 9 + 10] for i in range(meta.train_windows))
     assert collections.Counter(vocab.decode(w) for w in windows) == expected
 

@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
+from charrnn.core.params import parse_yaml, with_changes
+
 
 # Wall-clock measurements: tracked so that `dvc plots` can draw them, never reproducible.
 VOLATILE = {"metrics/throughput.csv"}
@@ -74,8 +75,8 @@ def copy_project(source: Path, dest: Path, overrides: dict, corpus_text: str, en
     venv = source / ".venv"
     (dest / ".venv").symlink_to(venv.resolve() if venv.exists() else Path(sys.prefix))
     (dest / "corpus-src.txt").write_text(corpus_text, encoding="utf-8")
-    params = yaml.safe_load((dest / "params.yaml").read_text(encoding="utf-8"))
-    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), allow_unicode=True), encoding="utf-8")
+    params = dest / "params.yaml"
+    params.write_text(with_changes(params.read_text(encoding="utf-8"), overrides), encoding="utf-8")
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "repro-check copy"]):
         subprocess.run(["git", *args], cwd=dest, env=env, check=True, capture_output=True)
     return dest
@@ -91,7 +92,7 @@ def dvc(root: Path, env: dict, *args: str) -> str:
 
 def lock_outputs(root: Path) -> dict[tuple[str, str], str]:
     """{(stage, path): md5} for every output in dvc.lock; directories expanded file by file."""
-    lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
+    lock = parse_yaml((root / "dvc.lock").read_text(encoding="utf-8"), "dvc.lock")
     out = {}
     for stage, body in lock["stages"].items():
         for entry in body.get("outs", []):

@@ -235,6 +235,33 @@ def parse_yaml(text: str, path: str | Path = "params.yaml"):
         raise ParamsError([f"not valid YAML: {' '.join(str(e).split())}"], path) from None
 
 
+def with_changes(text: str, changes: dict, path: str | Path = "params.yaml") -> str:
+    """A params file's text with `changes` (a nested mapping, as in params.yaml) merged in, read
+    and written as DVC does (ruamel.yaml, YAML 1.2), comments and order kept."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    try:
+        data = yaml.load(text)
+    except Exception as e:  # noqa: BLE001 - ruamel's YAMLError and the odd ValueError
+        raise ParamsError([f"not valid YAML: {' '.join(str(e).split())}"], path) from None
+
+    def merge(into, new):
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(data, changes)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
 def flatten(obj, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for f in fields(obj):

@@ -4,7 +4,7 @@ After every epoch `EpochCheckpoints` saves the weights with the optimizer state 
 Adam moments) under a backup directory, together with the per-epoch history and the best epoch
 so far. A training started again with the same key (params + records) resumes after the last
 saved epoch instead of from zero; because the batches of an epoch depend only on (seed, epoch)
-(records.dataset), the resumed run ends with the same model as an uninterrupted one.
+(charrnn.data.reader.dataset), the resumed run ends with the same model as an uninterrupted one.
 
 Every file is written under a temporary name and renamed, and state.json, renamed last, names
 the weights it belongs to: a kill at any instant leaves the previous consistent backup.

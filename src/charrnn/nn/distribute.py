@@ -13,7 +13,6 @@ strategy before the process runs other TensorFlow work (MultiWorkerMirroredStrat
 """
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
@@ -43,12 +42,6 @@ def strategy(kind: str) -> tf.distribute.Strategy:
 
 def is_multi_worker(s: tf.distribute.Strategy) -> bool:
     return isinstance(s, tf.distribute.MultiWorkerMirroredStrategy)
-
-
-def is_chief() -> bool:
-    """True outside a cluster, and on the chief (or worker 0) inside one."""
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0)
 
 
 def describe(s: tf.distribute.Strategy) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from charrnn.core.errors import CharrnnError
-from charrnn.data import records
+from charrnn.data.split import Split
 from charrnn.nn import memory
 
 
@@ -39,8 +39,7 @@ def _rows(ids: np.ndarray, batch_size: int, seq_length: int):
 
 def evaluate_corpus(model, vocab, corpus: str | Path, val_fraction: float, batch_size: int, seq_length: int) -> dict:
     """held_out_loss over the corpus's held-out tail, the split make_tfrecords made."""
-    split = records.split_point(records.count_corpus_chars(corpus), val_fraction)
-    ids = np.concatenate(list(records.iter_ids(corpus, vocab, start=split)))
+    ids = np.concatenate(list(Split.of(corpus, val_fraction).held_out.ids(vocab)))
     return held_out_loss(model, ids, batch_size, seq_length)
 
 

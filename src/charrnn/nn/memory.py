@@ -8,11 +8,12 @@ memory. Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
 
 from charrnn.core.errors import CharrnnError
-from charrnn.core.params import Params
+from charrnn.core.params import Params, TrainParams
+from charrnn.nn.modeldir import ModelConfig
 
 FLOAT = 4
 
@@ -28,49 +29,61 @@ def physical_memory() -> int:
         return 1 << 62
 
 
-def weights(vocab_size: int, embedding_dim: int, units: int, layers: int, cell: str) -> int:
-    gates = 3 if cell == "gru" else 4
-    rnn = sum(((embedding_dim if i == 0 else units) + units + 2) * gates * units for i in range(layers))
-    return vocab_size * embedding_dim + rnn + (units + 1) * vocab_size
+def weights(config: ModelConfig) -> int:
+    """Parameters of a model built from this config: the shapes it declares (charrnn.nn.modeldir)."""
+    return sum(math.prod(shape) for shape in config.weight_shapes())
 
 
-def training_bytes(sizes: dict) -> int:
+def output_width(config: ModelConfig) -> int:
+    """Scores per position in training: the vocabulary, or with the adaptive softmax the head and
+    the largest tail cluster (only the target's cluster is computed)."""
+    if config.softmax == "full":
+        return config.vocab_size
+    return len(config.clusters[0]) + len(config.tail_dims) + max((len(c) for c in config.clusters[1:]), default=0)
+
+
+def _training_config(sizes: dict, vocab) -> ModelConfig:
+    train = TrainParams(cell=sizes["train.cell"], embedding_dim=sizes["train.embedding_dim"], units=sizes["train.units"],
+                        layers=sizes["train.layers"], softmax=sizes["train.softmax"])
+    return ModelConfig.from_params(train, vocab)
+
+
+def training_bytes(sizes: dict, vocab) -> int:
     """Weights with gradients and Adam's two moments, and one batch's activations."""
-    gates = 3 if sizes["train.cell"] == "gru" else 4
-    w = weights(sizes["vocab_size"], sizes["train.embedding_dim"], sizes["train.units"], sizes["train.layers"],
-                sizes["train.cell"])
-    per_position = (sizes["train.embedding_dim"] + sizes["train.layers"] * sizes["train.units"] * (2 * gates + 2)
-                    + 3 * sizes["vocab_size"])
-    return FLOAT * (4 * w + sizes["train.batch_size"] * sizes["seq_length"] * per_position)
+    config = _training_config(sizes, vocab)
+    gates = 3 if config.cell == "gru" else 4
+    per_position = config.embedding_dim + config.layers * config.units * (2 * gates + 2) + 3 * output_width(config)
+    return FLOAT * (4 * weights(config) + sizes["train.batch_size"] * sizes["seq_length"] * per_position)
 
 
-def check_training(params: Params, vocab_size: int) -> None:
+def check_training(params: Params, vocab) -> None:
+    """Training with these params on this Vocabulary fits in this machine's memory."""
     t = params.train
-    sizes = {"vocab_size": vocab_size, "seq_length": params.seq_length, "train.cell": t.cell,
-             "train.embedding_dim": t.embedding_dim, "train.units": t.units, "train.layers": t.layers,
-             "train.batch_size": t.batch_size}
-    _check(training_bytes, sizes, "to train")
+    sizes = {"seq_length": params.seq_length, "train.cell": t.cell, "train.embedding_dim": t.embedding_dim,
+             "train.units": t.units, "train.layers": t.layers, "train.batch_size": t.batch_size,
+             "train.softmax": t.softmax}
+    _check(lambda s: training_bytes(s, vocab), sizes, "to train")
 
 
-def evaluation_bytes(sizes: dict) -> int:
-    gates = 3 if sizes["cell"] == "gru" else 4
-    w = weights(sizes["vocab_size"], sizes["embedding_dim"], sizes["units"], sizes["layers"], sizes["cell"])
-    per_position = sizes["embedding_dim"] + sizes["layers"] * sizes["units"] * (gates + 1) + 2 * sizes["vocab_size"]
-    return FLOAT * (w + sizes["evaluate.batch_size"] * sizes["seq_length"] * per_position)
+def evaluation_bytes(config: ModelConfig, rows: int, seq_length: int) -> int:
+    gates = 3 if config.cell == "gru" else 4
+    per_position = config.embedding_dim + config.layers * config.units * (gates + 1) + 2 * config.vocab_size
+    return FLOAT * (weights(config) + rows * seq_length * per_position)
 
 
-def check_evaluation(config, rows: int, seq_length: int) -> None:
+def check_evaluation(config: ModelConfig, rows: int, seq_length: int) -> None:
     """`rows` parallel streams of `seq_length` characters through a model of this ModelConfig."""
-    sizes = {**dataclasses.asdict(config), "evaluate.batch_size": rows, "seq_length": seq_length}
-    _check(evaluation_bytes, sizes, "to evaluate", blame=("evaluate.batch_size", "seq_length"))
+    sizes = {"evaluate.batch_size": rows, "seq_length": seq_length}
+    _check(lambda s: evaluation_bytes(config, s["evaluate.batch_size"], s["seq_length"]), sizes, "to evaluate")
 
 
-def _check(estimate, sizes: dict, what: str, blame: tuple[str, ...] | None = None) -> None:
+def _check(estimate, sizes: dict, what: str) -> None:
+    """Refuse sizes whose estimate exceeds the machine, naming the one whose default would save most."""
     need, have = estimate(sizes), physical_memory()
     if need <= have:
         return
     defaults = Params().flat()
-    candidates = [k for k in (blame or sizes) if k in defaults and isinstance(sizes[k], int)]
+    candidates = [k for k in sizes if k in defaults and isinstance(sizes[k], int) and not isinstance(sizes[k], bool)]
     culprit = max(candidates, key=lambda k: need - estimate({**sizes, k: defaults[k]}), default=None)
     named = f"{culprit}={sizes[culprit]:,}" if culprit else "this configuration"
     raise ResourceError(f"{named} would need about {_size(need)} of memory {what}; this machine has "

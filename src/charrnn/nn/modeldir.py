@@ -50,7 +50,7 @@ class ModelConfig:
     def from_params(cls, train, vocab: Vocabulary) -> "ModelConfig":
         adaptive = {}
         if train.softmax == "adaptive":
-            from charrnn.nn.adaptive import choose_clusters
+            from charrnn.nn.clusters import choose_clusters
 
             clusters, dims = choose_clusters(vocab.counts, train.units)
             adaptive = {"softmax": "adaptive", "clusters": clusters, "tail_dims": dims}

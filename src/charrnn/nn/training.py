@@ -21,7 +21,7 @@ import tensorflow as tf
 from charrnn.core import files
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import TrainParams
-from charrnn.data import records
+from charrnn.data import reader
 from charrnn.data.vocab import Vocabulary
 from charrnn.nn import checkpoint, distribute, network, recipe
 from charrnn.nn.history import LOSSES, THROUGHPUT
@@ -131,17 +131,17 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
     """Fit a new model on the records; `on_epoch(epoch, metrics)` is called after each epoch.
     With `backup_dir`, every epoch is backed up there and a killed training resumes from it
     (see charrnn.checkpoint); clear it with `result.checkpoints.clear()` once outputs are saved."""
-    meta = records.RecordsMeta.load(records_dir)
+    meta = reader.load_meta(records_dir)
     if meta.vocab_fingerprint != vocab.fingerprint:
         raise TrainingError(f"{records_dir} was made with another vocabulary: run `dvc repro make_tfrecords`")
     strategy = distribute.strategy(params.distribute)  # first: before the datasets' ops
     if strategy.num_replicas_in_sync > 1:
         print(f"training on {distribute.describe(strategy)}", flush=True)
-    if records.window_count(meta, "train", params.random_offset) < 1:
+    if reader.window_count(meta, "train", params.random_offset) < 1:
         raise TrainingError(f"the training text makes only {meta.train_windows} window(s) of {meta.seq_length + 1} "
                             "characters; train.random_offset needs at least two per shard: set "
                             "train.random_offset: false, lower seq_length, or give more text")
-    steps_per_epoch = records.batches_per_epoch(records_dir, "train", params.batch_size, params.random_offset)
+    steps_per_epoch = reader.batches_per_epoch(records_dir, "train", params.batch_size, params.random_offset)
     with strategy.scope():
         model = build_model(params, vocab, total_steps=steps_per_epoch * params.epochs)
     checkpoints = checkpoint.EpochCheckpoints(backup_dir, training_key(params, records_dir), params.patience,
@@ -154,9 +154,9 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
         checkpoints.set_model(model)
         checkpoints.on_train_end()
     else:
-        train_ds = records.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed,
+        train_ds = reader.dataset(records_dir, "train", params.batch_size, shuffle_seed=params.seed,
                                    epochs=params.epochs, first_epoch=first, random_offset=params.random_offset)
-        val_ds = records.dataset(records_dir, "val", params.batch_size)
+        val_ds = reader.dataset(records_dir, "val", params.batch_size)
         if distribute.is_multi_worker(strategy):
             train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
             distribute.fit_under_multi_worker(model, strategy, next(iter(val_ds)))

@@ -32,6 +32,8 @@ from typing import Iterable
 
 import numpy as np
 
+from charrnn.data.vocab import code_points
+
 # Collisions: for two different windows of the same length the hash difference is a nonzero
 # polynomial in B; over non-adversarial text we take a 64-bit hash as uniform, so a corpus of
 # 1e9 windows against 1e4 sample windows (1e13 pairs) expects ~1e13 / 2**64 ~ 5e-7 false matches
@@ -48,7 +50,7 @@ def copy_metrics(training_text_chunks: Iterable[str], samples: list[str], ngram:
     """Verbatim overlap of `samples` (prompts already removed) with the training text.
 
     `training_text_chunks` is read several times (see the module docstring), so it must be
-    re-iterable: a list, or charrnn.records.TextSpan (a span of a corpus file, read again on each
+    re-iterable: a list, or charrnn.data.split.TextSpan (a span of a corpus file, read again on each
     iteration); a one-shot iterator is refused.
     Returns a JSON-ready dict:
       copy_ngram: `ngram`;
@@ -61,12 +63,12 @@ def copy_metrics(training_text_chunks: Iterable[str], samples: list[str], ngram:
     """
     if iter(training_text_chunks) is training_text_chunks:
         raise TypeError("copy_metrics reads the training text several times: pass a list of chunks "
-                        "or a records.TextSpan, not a one-shot iterator")
+                        "or a split.TextSpan, not a one-shot iterator")
     lengths = sorted({ngram, *also})
     if min(lengths + [distinct_n]) < 1:
         raise ValueError(f"n-gram lengths must be at least 1, got ngram={ngram}, also={also}, "
                          f"distinct_n={distinct_n}")
-    codes = [_code_points(sample) for sample in samples]
+    codes = [code_points(sample) for sample in samples]
     hasher = _RollingHash()
     windows = _SampleWindows(hasher, codes)
 
@@ -81,10 +83,6 @@ def copy_metrics(training_text_chunks: Iterable[str], samples: list[str], ngram:
     out["longest_copied_text"] = samples[sample][start:start + min(length, DISPLAY_CHARS)] if length else ""
     out[f"distinct_{distinct_n}"] = windows.distinct_ratio(distinct_n)
     return out
-
-
-def _code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 class _RollingHash:
@@ -188,7 +186,7 @@ def _stream(chunks: Iterable[str], hasher: _RollingHash, lookups: dict[int, _Loo
     longest = max(lookups)
     carry = np.zeros(0, dtype=np.uint32)
     for chunk in chunks:
-        text = np.concatenate([carry, _code_points(chunk)])
+        text = np.concatenate([carry, code_points(chunk)])
         for start in range(0, len(text), BLOCK):
             prefix = hasher.prefix(text[start:start + BLOCK + longest - 1])
             for n, lookup in lookups.items():
