@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
 from prometheus_client.core import CounterMetricFamily
+
+disable_created_metrics()  # the *_created series: a timestamp per label set, noise for a dashboard
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ROUTES = ("/", "/healthz", "/favicon.ico", "/metrics", "/v1/model", "/v1/stats", "/v1/generate", "/v1/completions",

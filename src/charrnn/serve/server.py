@@ -8,9 +8,9 @@ Bound to 127.0.0.1:8000 unless --host / --port say otherwise (--port 0: a free p
 uvicorn runs the app with one addition to its HTTP/1.1 protocol (`protocol_class`), so that no
 client can hold the server's connections: a connection must send its request's headers within
 --header-timeout (a half-sent request is closed), an idle kept-alive one is closed after
---keep-alive seconds, at most --max-connections are open at once (never within 64 of the
-process's file-descriptor limit; one more is answered 503 with Retry-After and closed at once),
-and a request followed by a half-close (`nc -N`) is still answered. A server that cannot start
+--keep-alive seconds, at most --max-connections are open at once (fewer where the process's
+file-descriptor limit says so, with room to spare; one more is answered 503 with Retry-After and
+closed), and a request followed by a half-close (`nc -N`) is still answered. A server that cannot start
 says why in one `error:` line, exit status 1; Ctrl-C ends it with 130 and SIGTERM with 143.
 """
 from __future__ import annotations
@@ -35,7 +35,13 @@ from charrnn.core.stage import Terminated
 from charrnn.serve.options import ServeError, ServeOptions
 
 LISTENING = "charrnn serve: listening on "
-RESERVED_FDS = 64  # descriptors kept free of connections: the model's files, logs, the event loop
+# Descriptors: asyncio accepts up to `backlog` pending connections in one go before any of them is
+# refused, and each refused one lingers a moment to read its 503; with a small accept batch and a
+# bounded number lingering, the connections never take the process to its descriptor limit.
+RESERVED_FDS = 64  # kept free beyond those open at start: files read later, logs, the loop's own
+ACCEPT_BATCH = 32  # uvicorn's backlog: the listen queue, and the most connections asyncio accepts at once
+MAX_LINGERING = 16  # refused connections given REFUSED_LINGER_S to read their answer; past that, closed at once
+REFUSED_LINGER_S = 1.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 log = logging.getLogger("charrnn.serve")
@@ -126,7 +132,7 @@ def run(app, sock: socket.socket, host: str, options: ServeOptions) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     server = Server(uvicorn.Config(app, http=protocol_class(options, app), timeout_keep_alive=options.keep_alive,
-                                   timeout_graceful_shutdown=5))
+                                   timeout_graceful_shutdown=5, backlog=ACCEPT_BATCH))
     server.run([sock])
     # uvicorn re-raises the signal it stopped on; where it was ignored (a background job's SIGINT),
     # end as a signal would have ended it
@@ -137,10 +143,20 @@ def run(app, sock: socket.socket, host: str, options: ServeOptions) -> None:
 
 
 def connection_cap(options: ServeOptions) -> int:
+    """--max-connections, or fewer: what the descriptor limit leaves once the model is loaded
+    (TensorFlow holds a hundred or so) and a reserve is kept."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return options.max_connections
-    return max(1, min(options.max_connections, soft - RESERVED_FDS))
+    spare = soft - open_descriptors() - RESERVED_FDS - ACCEPT_BATCH - MAX_LINGERING
+    return max(1, min(options.max_connections, spare))
+
+
+def open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: count none, the reserve still applies
+        return 0
 
 
 def protocol_class(options: ServeOptions, app):
@@ -155,19 +171,41 @@ def protocol_class(options: ServeOptions, app):
                b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     late = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 
+    lingering: set = set()  # refused connections that are given a moment to read their 503
+
     class Protocol(H11Protocol):
         header_timer = None
+        refused = False
 
         def connection_made(self, transport):
             super().connection_made(transport)
             if len(self.connections) > cap:
-                app.state.policy.refused["connections"] += 1
-                transport.write(refusal)
-                transport.close()
+                self._refuse(transport)
                 return
             self._arm()
 
+        def _refuse(self, transport):
+            """Answer 503, stop sending, and close a moment later: closed at once with its request
+            unread, a connection is reset before the client reads the answer. Past a few dozen
+            such moments (a flood), close at once: descriptors matter more than manners."""
+            self.refused = True
+            app.state.policy.refused["connections"] += 1
+            transport.write(refusal)
+            if len(lingering) >= MAX_LINGERING or not transport.can_write_eof():
+                transport.close()
+                return
+            transport.write_eof()
+            lingering.add(transport)
+
+            def close():
+                lingering.discard(transport)
+                transport.close()
+
+            self.loop.call_later(REFUSED_LINGER_S, close)
+
         def data_received(self, data: bytes) -> None:
+            if self.refused:
+                return  # a refused connection's request is never read
             if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
                 self._arm()  # the first bytes of a request: its headers must follow in time
             before = self.cycle
@@ -176,6 +214,8 @@ def protocol_class(options: ServeOptions, app):
                 self._disarm()
 
         def eof_received(self):
+            if self.refused:
+                return None
             if self.cycle is not None and not self.cycle.response_complete:
                 try:
                     self.conn.receive_data(b"")  # the client is done sending: answer, then close
