@@ -485,6 +485,65 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator):
     assert batcher.stats()["rows"] == 0
 
 
+def test_a_short_request_is_served_next_while_long_ones_stream_and_they_share_the_batch(generator):
+    """Twelve requests of 64 rows x 10,000 characters hold far more rows than a batch: each gets its
+    share in turn, and a 100-character request arriving meanwhile is done within three steps."""
+    async def scenario():
+        batcher = batching.Batcher(generator, max_batch=64, chunk=50)
+        big = [batching.Job(["ROMEO:"] * 64, settings(10_000, s)) for s in range(12)]
+        for job in big:
+            batcher.submit(job)
+        batcher.start()
+        while batcher.counts["steps"] < 24:
+            await asyncio.sleep(0.005)
+        shares = [job.served_chars for job in big]
+        small = batching.Job(["JULIET:"], settings(100, 99))
+        at = batcher.counts["steps"]
+        batcher.submit(small)
+        text = ["JULIET:"]
+        async for pieces in small.pieces():
+            for row, piece in pieces:
+                text[row] += piece
+        steps = batcher.counts["steps"] - at
+        for job in big:
+            job.cancel()
+        while batcher.stats()["rows"]:
+            await asyncio.sleep(0.01)
+        batcher.close()
+        return shares, steps, text
+
+    shares, steps, text = asyncio.run(scenario())
+    assert steps <= 3, steps  # the step in flight, then its two steps of 50 characters
+    assert text == want(generator, [(["JULIET:"], settings(100, 99))])[0]
+    assert min(shares) > 0 and max(shares) <= 2 * min(shares), shares  # nobody held the batch
+
+
+def test_a_request_past_its_deadline_ends_and_frees_its_rows(generator):
+    async def scenario():
+        batcher = batching.Batcher(generator, chunk=10)
+        late = batching.Job(["ROMEO:"] * 4, settings(100_000, 1), timeout=0.2)
+        quick = batching.Job(["a"], settings(30, 2), timeout=60)
+        batcher.submit(late)
+        batcher.submit(quick)
+        batcher.start()
+        results = await asyncio.gather(*(collect_texts(j) for j in (late, quick)), return_exceptions=True)
+        batcher.close()
+        return batcher, results
+
+    batcher, (late, quick) = asyncio.run(scenario())
+    assert isinstance(late, batching.Failed) and late.status == 504 and "--request-timeout (0.2 s)" in str(late)
+    assert quick == want(generator, [(["a"], settings(30, 2))])[0]
+    assert batcher.counts["requests_timed_out"] == 1 and batcher.stats()["rows"] == 0
+
+
+async def collect_texts(job):
+    out = list(job.prompts)
+    async for pieces in job.pieces():
+        for row, piece in pieces:
+            out[row] += piece
+    return out
+
+
 def test_concurrent_http_requests_get_their_lone_answers_plain_or_streamed(served, generator):
     bodies = [{"prompts": prompts, **s.as_dict()} for prompts, s in REQUESTS] * 3
     bodies = [{**b, "stream": i % 2 == 1} for i, b in enumerate(bodies)]

@@ -142,7 +142,8 @@ def create_app(served: Served, options: ServeOptions = ServeOptions()):
         return {**served.card, "sampling_defaults": defaults.as_dict(),
                 "limits": {"max_chars": options.max_chars, "max_prompts": options.max_prompts,
                            "max_prompt_chars": options.max_prompt_chars, "max_batch": options.max_batch,
-                           "max_body_bytes": options.max_body_bytes, "request_timeout": options.request_timeout},
+                           "max_body_bytes": options.max_body_bytes, "request_timeout": options.request_timeout,
+                           "settings": setting_ranges(options.max_chars)},
                 "auth": options.api_key is not None}
 
     @app.get("/v1/stats", summary="the batcher's counters and the refusals")
@@ -181,6 +182,18 @@ def create_app(served: Served, options: ServeOptions = ServeOptions()):
     app.add_middleware(guard.Guard, policy=policy)
     app.add_middleware(Observed, metrics=metrics)
     return app
+
+
+def setting_ranges(max_chars: int) -> dict:
+    """Each sampling setting's smallest and largest value, as the playground's inputs take them."""
+    from charrnn.core.params import FLOAT32_TINY, bounds
+
+    ranges = {}
+    for name in SamplingSettings.names():
+        b = bounds(f"sample.{name}")
+        low = (FLOAT32_TINY if isinstance(b.lo, float) or b.lo == 0 else b.lo + 1) if b.lo_open else b.lo
+        ranges[name] = {"min": low, "max": max_chars if name == "num_chars" else b.hi}
+    return ranges
 
 
 def _version() -> str:

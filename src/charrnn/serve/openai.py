@@ -18,7 +18,6 @@ Fields of POST /v1/completions
   and any field the API does not define.
 Errors come in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
 """
-from __future__ import annotations
 
 import json
 import time
