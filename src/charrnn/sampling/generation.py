@@ -169,9 +169,13 @@ def sample_ids(one_step, x, states, num_chars, temperature, top_k, top_p, seed, 
     """Generate num_chars ids per row from (x, states): ids [B, num_chars], x, states.
     Every setting is per row ([B]); character j of this call is drawn at position + j. What
     `sample` and `uniforms` compute per character is split here: everything that does not change
-    from one character to the next is computed once, and the loop without truncation is a loop
-    of its own (on one prompt, a step is small enough that these ops count)."""
-    keys, temperature = row_keys(seed, row), temperature[:, None]
+    from one character to the next is computed once, the uniform numbers of the whole call too
+    (they depend on seed, row and position only: [num_chars, B] at once instead of a dozen ops a
+    character), and the loop without truncation is a loop of its own (on one prompt, a step is
+    small enough that these ops count)."""
+    temperature = temperature[:, None]
+    steps = tf.range(tf.cast(num_chars, tf.int64))
+    u_by_step = tf.transpose(uniforms_at(row_keys(seed, row)[:, None], position[:, None] + steps[None, :]))
 
     def loop(truncating):
         def body(t, x, states, ids):
@@ -179,7 +183,7 @@ def sample_ids(one_step, x, states, num_chars, temperature, top_k, top_p, seed, 
             probs = tempered(logits, unk_mask(tf.shape(logits)[1]), temperature)  # the mask: a constant
             if truncating:
                 probs = truncate(probs, top_k, top_p)
-            x = draw(probs, uniforms_at(keys, position + tf.cast(t, tf.int64)))
+            x = draw(probs, u_by_step[t])
             return t + 1, x, states, ids.write(t, x)
 
         loop_vars = (tf.constant(0), x, states, tf.TensorArray(tf.int32, size=num_chars))
