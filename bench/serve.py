@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/serve.py [--model DIR] [--clients 64] [--chars 500] [--rounds 2]
 
-The targets (issue #13), on a default-size model (GRU 512 units, embedding 128, tiny
+The targets, on a default-size model (GRU 512 units, embedding 128, tiny
 shakespeare's 65 characters; random weights unless --model is given: generation's speed does
 not depend on the weights):
 - 64 concurrent clients, each asking for 500 characters: at least 8x the total characters per
   second of the same server with --no-batching;
 - one lone request of 500 characters: a p95 latency within 1.5x of the library's time for the
-  same request in-process (Generator.generate_text, median, measured here on the same model).
+  same request in-process (Generator.generate_text, median, measured here on the same model);
+- fairness: while 12 clients each stream 64 prompts x 10,000 characters, a lone 100-character
+  request's p95 stays within 3x of its p95 on the idle server.
 Both servers run in child processes on 127.0.0.1 (the only address the clients use); the load is
 bounded: `rounds` x `clients` requests plus `lone` single ones, each with a timeout. Every answer
 is checked: the batched server's texts must equal the unbatched server's, and the lone answer
@@ -95,6 +97,37 @@ def concurrent(url: str, clients: int, chars: int, rounds: int) -> tuple[float, 
     return rounds * clients * chars / seconds, texts
 
 
+def fairness(url: str, streams: int, rows: int, chars: int, lone_chars: int, n: int) -> tuple[list[float], list[float]]:
+    """A lone request's latencies on the idle server, then while `streams` clients each stream a
+    request of `rows` x `chars` characters (they are dropped afterwards: the load is bounded)."""
+    import threading
+
+    import httpx
+
+    idle, _ = lone(url, lone_chars, n)
+    stop = threading.Event()
+
+    def stream(i: int) -> None:
+        body = {"prompts": [PROMPT] * rows, "num_chars": chars, "seed": 1000 + i, "stream": True}
+        with httpx.Client(timeout=TIMEOUT_S) as client, client.stream("POST", f"{url}/v1/generate", json=body) as r:
+            for _ in r.iter_bytes():
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(streams)]
+    for t in threads:
+        t.start()
+    with httpx.Client() as client:
+        deadline = time.monotonic() + 120
+        while client.get(f"{url}/v1/stats").json()["active"] < streams and time.monotonic() < deadline:
+            time.sleep(0.1)
+        loaded = [ask(client, url, 0, lone_chars)[0] for _ in range(n)]
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    return idle, loaded
+
+
 def p95(xs: list[float]) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
@@ -108,6 +141,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="bursts of --clients requests per server")
     ap.add_argument("--lone", type=int, default=20, help="lone requests for the latency percentile")
     ap.add_argument("--chunk", type=int, default=None, help="the server's --chunk (default: its own)")
+    ap.add_argument("--streams", type=int, default=12, help="clients streaming long requests during the fairness row")
+    ap.add_argument("--stream-rows", type=int, default=64, help="prompts of each streaming request")
+    ap.add_argument("--stream-chars", type=int, default=10_000, help="characters of each streaming request")
+    ap.add_argument("--fair-chars", type=int, default=100, help="characters of the lone request amid the streams")
     a = ap.parse_args()
     from charrnn.serve import batching, server
 
@@ -117,11 +154,12 @@ def main():
         model_dir = Path(a.model) if a.model else default_model(Path(tmp))
         reference_s, reference_text = library_seconds(model_dir, a.chars, repeats=a.lone)
         options = ["--max-batch", str(min(a.clients, batching.MAX_BATCH))] + (["--chunk", str(a.chunk)] if a.chunk else [])
-        with server.spawn(model_dir, *options, log_path=Path(tmp) / "batching.log") as server:
-            lone_s, lone_text = lone(server.url, a.chars, a.lone)
-            batched, batched_texts = concurrent(server.url, a.clients, a.chars, a.rounds)
-        with server.spawn(model_dir, "--no-batching", *options, log_path=Path(tmp) / "serial.log") as server:
-            serial, serial_texts = concurrent(server.url, a.clients, a.chars, a.rounds)
+        with server.spawn(model_dir, *options, log_path=Path(tmp) / "batching.log") as spawned:
+            lone_s, lone_text = lone(spawned.url, a.chars, a.lone)
+            batched, batched_texts = concurrent(spawned.url, a.clients, a.chars, a.rounds)
+            idle_s, loaded_s = fairness(spawned.url, a.streams, a.stream_rows, a.stream_chars, a.fair_chars, a.lone)
+        with server.spawn(model_dir, "--no-batching", *options, log_path=Path(tmp) / "serial.log") as spawned:
+            serial, serial_texts = concurrent(spawned.url, a.clients, a.chars, a.rounds)
     if lone_text != reference_text or batched_texts != serial_texts:
         sys.exit("error: the server's answers differ from the library's or between the two servers")
 
@@ -133,6 +171,10 @@ def main():
         {"row": f"lone request of {a.chars} chars, p95 of {a.lone} (ms; reference: generate_text in-process, median)",
          "reference": reference_s * 1000, "ours": p95(lone_s) * 1000, "unit": "ms", "ratio": p95(lone_s) / reference_s,
          "target": "<= 1.5x", "met": p95(lone_s) / reference_s <= 1.5},
+        {"row": (f"lone request of {a.fair_chars} chars while {a.streams} clients stream {a.stream_rows} x "
+                 f"{a.stream_chars:,} chars, p95 of {a.lone} (ms; reference: p95 on the idle server)"),
+         "reference": p95(idle_s) * 1000, "ours": p95(loaded_s) * 1000, "unit": "ms",
+         "ratio": p95(loaded_s) / p95(idle_s), "target": "<= 3x", "met": p95(loaded_s) / p95(idle_s) <= 3},
     ]))
     print(f"\nlone request: median {common.median(lone_s) * 1000:.0f} ms, p95 {p95(lone_s) * 1000:.0f} ms; "
           f"answers checked: lone = generate_text, batched = --no-batching ({len(batched_texts)} texts)")

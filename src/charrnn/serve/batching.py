@@ -7,13 +7,16 @@ can be advanced together and every answer equals the same request generated alon
 worker
 1. starts the requests that arrived meanwhile (their prompts run through the model together),
 2. ends those that were cancelled (their client went away) or passed their deadline,
-3. picks at most max_batch rows, the requests that have received the least service first (fewest
-   characters generated so far; a newcomer has none), each request at most its fair share of the
-   batch while others wait, the rest of the batch filled in the same order,
-4. advances them by n = min(chunk, the fewest characters a picked row still needs) characters.
-So a short request arriving while long ones stream waits at most one step and is served next, and
-no request can hold the batch: with twelve requests of 64 rows, each advances a part of its rows
-in turn. A failure inside a step is retried request by request, so that only the request that
+3. picks at most max_batch rows: the newcomers' alone, for their first step (their first
+   characters at once, in a small batch); else the requests that have received the least service
+   first (fewest characters generated so far), each at most its fair share of the batch while
+   others wait, the rest of the batch filled in the same order,
+4. advances them by n = min(chunk, the fewest characters a picked row still needs) characters,
+   a quarter of the chunk while more rows are in progress than a batch holds (so that a newcomer
+   waits less for the step in flight).
+So a short request arriving while long ones stream waits for at most a short step and is served
+next, and no request can hold the batch: with twelve requests of 64 rows, each advances a part of
+its rows in turn. A failure inside a step is retried request by request, so that only the request that
 causes it fails and the others go on. batching=False admits one request at a time, alone.
 """
 from __future__ import annotations
@@ -242,6 +245,9 @@ class Batcher:
         its fair share of max_batch while others wait, then the rest of the batch filled in the
         same order (see the module docstring)."""
         order = sorted(self.active, key=lambda job: job.served_chars)  # stable: ties go by arrival
+        fresh = [job for job in order if job.served_chars == 0]
+        if fresh and len(fresh) < len(order):
+            order = fresh  # newcomers' first step: alone
         pending = {id(job): np.flatnonzero(job.rows.left > 0) for job in order}
         share = max(1, self.max_batch // len(order))
         picked: dict[int, list[int]] = {id(job): [] for job in order}
@@ -256,7 +262,9 @@ class Batcher:
 
     def _step(self) -> None:
         picked = self._pick()
-        n = int(min(self.chunk, *(job.rows.left[idx].min() for job, idx in picked)))
+        crowded = sum(int((job.rows.left > 0).sum()) for job in self.active) > self.max_batch
+        chunk = max(1, self.chunk // 4) if crowded else self.chunk
+        n = int(min(chunk, *(job.rows.left[idx].min() for job, idx in picked)))
         try:
             texts = self._advance(picked, n)
         except Exception as e:  # noqa: BLE001 - retry request by request: only the one that causes it fails
