@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from charrnn.serve import server
+from tests.conftest import unavailable
 from tests.kit import SERVE_VOCAB, saved_model
 
 pytestmark = pytest.mark.slow
@@ -187,7 +188,7 @@ def test_with_an_api_key_the_api_needs_it_and_the_page_does_not(keyed_server):
 def test_a_server_on_every_interface_without_a_key_warns(model_dir, tmp_path):
     """Inside a network namespace of the test's own (loopback only), so nothing outside can reach it."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to make a network namespace (ip netns); CI runs as root")
+        unavailable("needs root to make a network namespace (ip netns)")
     ns = f"charrnn-warn-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
