@@ -331,13 +331,6 @@ def test_a_request_that_breaks_the_graph_fails_alone_and_the_batch_goes_on(serve
     batcher = batching.Batcher(engine, chunk=5)
     good = [(["ROMEO:"], settings(40, 1)), (["JULIET:", "a"], settings(33, 2, top_k=3)), (["e"], settings(17, 9))]
 
-    async def collect(job):
-        out = list(job.prompts)
-        async for pieces in job.pieces():
-            for row, piece in pieces:
-                out[row] += piece
-        return out
-
     async def scenario():
         jobs = [batching.Job(p, s) for p, s in good]
         for job in jobs:
@@ -347,7 +340,7 @@ def test_a_request_that_breaks_the_graph_fails_alone_and_the_batch_goes_on(serve
             await asyncio.sleep(0.001)
         poisoned = batching.Job(["ROMEO:"], settings(30, 666))
         batcher.submit(poisoned)
-        results = await asyncio.gather(*map(collect, [*jobs, poisoned]), return_exceptions=True)
+        results = await asyncio.gather(*map(collect_texts, [*jobs, poisoned]), return_exceptions=True)
         batcher.close()
         return results
 
@@ -380,19 +373,25 @@ def test_an_unexpected_error_in_a_handler_is_a_masked_json_500(served, caplog):
 # --- batching -----------------------------------------------------------------------------------
 
 
+async def collect_texts(job, on_piece=None):
+    """A job's texts (each prompt and its generated text), piece by piece."""
+    out = list(job.prompts)
+    async for pieces in job.pieces():
+        for row, piece in pieces:
+            out[row] += piece
+        if on_piece is not None:
+            on_piece()
+    return out
+
+
 async def run_jobs(batcher, requests, start_after: int | None = None):
     """Submit `requests` (prompts, settings) to a batcher; with `start_after`, the requests from
     that index on are submitted only once the first has received a piece (they join mid-way).
     Returns each job's texts."""
     jobs = []
 
-    async def collect(job):
-        out = list(job.prompts)
-        async for pieces in job.pieces():
-            for row, piece in pieces:
-                out[row] += piece
-            first_piece.set()
-        return out
+    def collect(job):
+        return collect_texts(job, first_piece.set)
 
     first_piece = asyncio.Event()
     early = requests if start_after is None else requests[:start_after]
@@ -467,10 +466,7 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator):
         batcher.start()
         await long_job.events.get()
         long_job.cancel()
-        texts = ["a"]
-        async for pieces in other.pieces():
-            for row, piece in pieces:
-                texts[row] += piece
+        texts = await collect_texts(other)
         for _ in range(100):
             if batcher.stats()["rows"] == 0:
                 break
@@ -501,10 +497,7 @@ def test_a_short_request_is_served_next_while_long_ones_stream_and_they_share_th
         small = batching.Job(["JULIET:"], settings(100, 99))
         at = batcher.counts["steps"]
         batcher.submit(small)
-        text = ["JULIET:"]
-        async for pieces in small.pieces():
-            for row, piece in pieces:
-                text[row] += piece
+        text = await collect_texts(small)
         steps = batcher.counts["steps"] - at
         for job in big:
             job.cancel()
@@ -535,14 +528,6 @@ def test_a_request_past_its_deadline_ends_and_frees_its_rows(generator):
     assert isinstance(late, batching.Failed) and late.status == 504 and "--request-timeout (0.2 s)" in str(late)
     assert quick == want(generator, [(["a"], settings(30, 2))])[0]
     assert batcher.counts["requests_timed_out"] == 1 and batcher.stats()["rows"] == 0
-
-
-async def collect_texts(job):
-    out = list(job.prompts)
-    async for pieces in job.pieces():
-        for row, piece in pieces:
-            out[row] += piece
-    return out
 
 
 def test_concurrent_http_requests_get_their_lone_answers_plain_or_streamed(served, generator):
