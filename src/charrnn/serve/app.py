@@ -28,7 +28,6 @@ Retry-After) too many requests, 504 past --request-timeout. Anything else is a b
 error (id ...)", with the traceback under that id in the server's log; the server goes on.
 """
 
-import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -37,27 +36,17 @@ from importlib import resources
 from charrnn.core.redact import redact
 from charrnn.sampling.settings import SamplingSettings, SettingsError, check_prompts
 from charrnn.serve import guard, openai, schemas
-from charrnn.serve.batching import Batcher, Busy, Cancelled, Failed, Job, internal_error
+from charrnn.serve.batching import Batcher, internal_error
+from charrnn.serve.jobs import ApiError, collect, sse_events, submit
 from charrnn.serve.metrics import Metrics, Observed
 from charrnn.serve.options import ServeOptions
 from charrnn.serve.served import Served
 
-DISCONNECT_POLL_S = 0.5
 MAX_ERROR_CHARS = 1_000
-RETRY_AFTER_S = "1"
 WEB = resources.files("charrnn.serve").joinpath("web")
 STATIC = {"playground.js": "text/javascript", "playground.css": "text/css", "icon.svg": "image/svg+xml"}
 
 log = logging.getLogger("charrnn.serve")
-
-
-class ApiError(Exception):
-    """A request the service refuses: its HTTP status and one line saying why."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
 
 
 def create_app(served: Served, options: ServeOptions = ServeOptions()):
@@ -279,56 +268,5 @@ def checked(served: Served, prompts: list[str], max_prompts: int) -> list[str]:
         return check_prompts(served.vocab, prompts, max_prompts)
     except SettingsError as e:
         raise ApiError(422, str(e)) from None
-
-
-def submit(batcher: Batcher, prompts: list[str], settings: SamplingSettings, timeout: float) -> Job:
-    job = Job(prompts, settings, timeout)
-    try:
-        batcher.submit(job)
-    except Busy as e:
-        raise ApiError(503, str(e), {"Retry-After": RETRY_AFTER_S}) from None
-    return job
-
-
-async def collect(job: Job, request) -> list[str]:
-    """The job's whole texts; the job is cancelled if the client goes away first."""
-    async def watch():
-        while not await request.is_disconnected():
-            await asyncio.sleep(DISCONNECT_POLL_S)
-        job.cancel()
-
-    watcher = asyncio.create_task(watch())
-    texts = list(job.prompts)
-    try:
-        async for pieces in job.pieces():
-            for row, piece in pieces:
-                texts[row] += piece
-    except Failed as e:
-        raise ApiError(e.status, str(e)) from None
-    except Cancelled:
-        raise ApiError(499, "cancelled: the client went away") from None  # nobody reads this answer
-    finally:
-        watcher.cancel()
-        job.cancel()  # a no-op once done; frees the rows if we are cancelled ourselves
-    return texts
-
-
-async def sse_events(job: Job, summary: dict):
-    from fastapi.sse import format_sse_event
-
-    def event(data: dict, name: str | None = None) -> bytes:
-        return format_sse_event(data_str=json.dumps(data, ensure_ascii=False), event=name)
-
-    try:
-        for i, prompt in enumerate(job.prompts):
-            yield event({"index": i, "text": prompt})
-        async for pieces in job.pieces():
-            for row, piece in pieces:
-                yield event({"index": row, "text": piece})
-        yield event(summary, "done")
-    except (Failed, Cancelled) as e:
-        yield event({"error": str(e) or "cancelled"}, "error")
-    finally:
-        job.cancel()  # the client went away (Starlette cancels this generator), or a no-op
 
 

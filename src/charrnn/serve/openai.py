@@ -52,8 +52,7 @@ def router(served, defaults: SamplingSettings, limits, options, batcher):
     from fastapi import APIRouter, Request
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    from charrnn.serve import app as http  # ApiError, submit and the collectors
-
+    from charrnn.serve import jobs
     from charrnn.serve.schemas import completion_request_model
 
     routes = APIRouter()
@@ -77,8 +76,8 @@ def router(served, defaults: SamplingSettings, limits, options, batcher):
             for_rows = [p for p in prompts for _ in range(n)]
             check_prompts(served.vocab, for_rows, limits.max_prompts)
             try:
-                job = http.submit(batcher, for_rows, settings, options.request_timeout)
-            except http.ApiError as e:
+                job = jobs.submit(batcher, for_rows, settings, options.request_timeout)
+            except jobs.ApiError as e:
                 raise OpenAIError(e.status, str(e), kind="server_error", code="busy", headers=e.headers) from None
         except SettingsError as e:
             return _error(OpenAIError(400, str(e)))
@@ -91,8 +90,8 @@ def router(served, defaults: SamplingSettings, limits, options, batcher):
             return StreamingResponse(_stream(job, meta, stop, usage, include_usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         try:
-            texts = await http.collect(job, request)
-        except http.ApiError as e:
+            texts = await jobs.collect(job, request)
+        except jobs.ApiError as e:
             return _error(OpenAIError(e.status, str(e), kind="server_error"))
         choices = []
         for index, (prompt, text) in enumerate(zip(job.prompts, texts)):

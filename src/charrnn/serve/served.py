@@ -64,7 +64,7 @@ def _load_directory(path: Path) -> Served:
 
 def _load_registered(uri: str, root: Path) -> Served:
     from charrnn import tracking
-    from charrnn.data.vocab import Vocabulary, VocabError
+    from charrnn.data.vocab import VocabError, Vocabulary
     from charrnn.sampling import generation
 
     dest = Path(tempfile.mkdtemp(prefix="charrnn-serve-"))
