@@ -59,8 +59,8 @@ def test_exported_generator_runs_without_the_package(project):
         "import sys, tensorflow as tf\n"
         "sys.path = [p for p in sys.path if 'src' not in p]\n"
         "g = tf.saved_model.load('data/generator')\n"
-        "out = g.generate(tf.constant(['ROMEO:', 'NURSE:']), tf.constant(25), tf.constant(0.8), tf.constant(3, tf.int64),"
-        " tf.constant(0), tf.constant(1.0))\n"
+        "out = g.generate(tf.constant(['ROMEO:', 'NURSE:']), tf.constant(25), tf.constant(0.8), tf.constant(3),"
+        " tf.constant(1.0), tf.constant(0, tf.int64))\n"
         "import json; print(json.dumps([s.decode() for s in out.numpy()]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True, text=True,

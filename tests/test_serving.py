@@ -891,13 +891,13 @@ def test_under_a_bounded_load_every_answer_is_right_and_memory_stays_flat(proces
         with ThreadPoolExecutor(32) as pool:
             return list(pool.map(task, range(offset, offset + n)))
 
-    process = psutil.Process(process.process.pid)
+    memory = psutil.Process(process.process.pid)
     start = time.monotonic()
     load(100, 0)  # warm-up: every kind of request, every batch size the load reaches
-    rss_warm = process.memory_info().rss
+    rss_warm = memory.memory_info().rss
     kinds = load(400, 100)
     seconds = time.monotonic() - start
-    rss_end = process.memory_info().rss
+    rss_end = memory.memory_info().rss
     with httpx.Client(base_url=process.url, timeout=10) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         deadline = time.monotonic() + 10
