@@ -127,7 +127,8 @@ def test_a_logged_model_carries_the_code_of_its_own_version(project, exported):
 
 @pytest.mark.parametrize("damage,message", [
     (lambda p: p.write_text(p.read_text()[:40]), "is not a charrnn generator"),  # still YAML, without flavors
-    (lambda p: p.write_text(p.read_text()[:len(p.read_text()) // 2] + "\n  ]["), "its MLmodel file cannot be read"),
+    # cut anywhere, then a line at column 0 that no YAML context accepts (an indented one may continue a scalar)
+    (lambda p: p.write_text(p.read_text()[:len(p.read_text()) // 2] + "\n]: ["), "its MLmodel file cannot be read"),
     (lambda p: p.write_text("- a\n- list\n"), "its MLmodel file cannot be read"),
     (lambda p: p.write_text("flavors:\n  other: {}\n"), "is not a charrnn generator"),
 ])

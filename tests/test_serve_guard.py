@@ -73,12 +73,19 @@ def post(path: str, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def final(answer: bytes) -> bytes:
+    """The final answer, past any interim 1xx ones (a server may send them, and clients skip them)."""
+    while answer.startswith(b"HTTP/1.1 1"):
+        answer = answer.split(b"\r\n\r\n", 1)[1]
+    return answer
+
+
 def status_of(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1])
+    return int(final(answer).split(b" ", 2)[1])
 
 
 def body_of(answer: bytes) -> dict:
-    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    return json.loads(final(answer).split(b"\r\n\r\n", 1)[1])
 
 
 GOOD = b'{"prompt": "ROMEO:", "num_chars": 5}'

@@ -10,7 +10,8 @@ client can hold the server's connections: a connection must send its request's h
 --header-timeout (a half-sent request is closed), an idle kept-alive one is closed after
 --keep-alive seconds, at most --max-connections are open at once (fewer where the process's
 file-descriptor limit says so, with room to spare; one more is answered 503 with Retry-After and
-closed), and a request followed by a half-close (`nc -N`) is still answered. A server that cannot start
+closed), and a request followed by a half-close (`nc -N`) is still answered, while one whose client
+went away is cancelled (see `Protocol.eof_received`). A server that cannot start
 says why in one `error:` line, exit status 1; Ctrl-C ends it with 130 and SIGTERM with 143.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ from charrnn.core.stage import Terminated
 from charrnn.serve.options import ServeError, ServeOptions
 
 LISTENING = "charrnn serve: listening on "
+PEER_CHECK_S = 0.2  # after a client's FIN: how often to look whether its socket answered with a reset
+TCP_CLOSE = 7  # tcpi_state of a connection the peer reset (linux/tcp_states.h)
 # Descriptors: asyncio accepts up to `backlog` pending connections in one go before any of them is
 # refused, and each refused one lingers a moment to read its 503; with a small accept batch and a
 # bounded number lingering, the connections never take the process to its descriptor limit.
@@ -222,8 +225,27 @@ def protocol_class(options: ServeOptions, app):
                 except h11.RemoteProtocolError:
                     return None
                 self.cycle.keep_alive = False
+                self._probe_peer()
                 return True  # keep the transport open for the answer
             return None
+
+        def _probe_peer(self):
+            """A FIN reads the same whether the client half-closed and waits for its answer or went
+            away. Bytes sent tell them apart: a closed socket answers them with a reset. Before the
+            answer starts, the only bytes HTTP/1.1 allows are an interim 1xx, which clients skip."""
+            if not self.cycle.response_started and self.conn.their_http_version == b"1.1":
+                interim = h11.InformationalResponse(status_code=102, headers=[], reason=b"Processing")
+                self.transport.write(self.conn.send(interim))
+                self.loop.call_later(PEER_CHECK_S, self._check_peer)
+
+        def _check_peer(self):
+            if self.transport.is_closing() or self.cycle is None or self.cycle.response_complete:
+                return
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE:
+                self.transport.close()  # the client went away: its request is cancelled
+                return
+            self.loop.call_later(PEER_CHECK_S, self._check_peer)
 
         def connection_lost(self, exc):
             self._disarm()
