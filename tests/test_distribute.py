@@ -91,7 +91,7 @@ def free_ports(n: int) -> list[int]:
 def test_two_workers_on_loopback_match_one_process(tmp_path):
     import numpy as np
 
-    from charrnn.data import reader, records
+    from charrnn.data import records
     from charrnn.data.vocab import Vocabulary, count_chars
 
     text = "to be or not to be, that is the question.\n" * 119

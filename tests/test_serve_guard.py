@@ -5,14 +5,12 @@ chunked and pipelined requests, the connection cap and the descriptor limit, the
 /metrics, and how the process ends."""
 import json
 import os
-import re
 import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
