@@ -1,0 +1,34 @@
+"""Where a run came from: the git commit and whether the code and params differed from it, and
+the DVC experiment it ran in. For the tracking store only, never for DVC-tracked outputs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from charrnn.core import paths
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    """charrnn.git_commit, and charrnn.git_dirty: whether any file but the pipeline's own outputs
+    (dvc.lock, data/, metrics/, mlruns/) differs from the commit or is new; nothing outside a
+    git repository. The outputs change while the pipeline runs; everything else stays as it
+    was when the first stage started, so this answers for the run as a whole."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout.strip()
+
+    excluded = [f":(exclude){p}" for p in paths.PIPELINE_OUTPUTS]
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=all", "--", ".", *excluded))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"charrnn.git_commit": commit, "charrnn.git_dirty": str(dirty).lower()}
+
+
+def dvc_tags() -> dict[str, str]:
+    """The DVC experiment this process runs in, from the variables `dvc exp run` sets."""
+    names = {"DVC_EXP_NAME": "charrnn.dvc_exp_name", "DVC_EXP_BASELINE_REV": "charrnn.dvc_exp_baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}

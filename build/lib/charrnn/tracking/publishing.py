@@ -1,0 +1,56 @@
+"""Hand a trained model's MLflow run everything the working tree holds for that model.
+
+Whatever DVC runs or skips, every run that trains a model ends up with that model's held-out
+metrics, samples and registered MLflow Model: in a fresh clone, for example, `dvc repro`
+retrains (no DVC cache), then skips evaluate_perplexity, whose committed metrics file already
+matches the byte-identical model. So train, evaluate_perplexity and sample each end with
+`publish()`, which logs what belongs to the model (charrnn.outputs tells) and skips the rest.
+Tracking only: nothing here changes a DVC output.
+"""
+from __future__ import annotations
+
+from charrnn.core import files, metricfiles, paths
+from charrnn.tracking import provenance, registry, runs
+
+
+def publish(run, params, full_hash: str) -> None:
+    """Give the model's run (tracking.Run) whatever the working tree holds for this model: the
+    held-out metrics, the samples and their metrics, and the generator as a registered MLflow
+    Model tagged with the held-out bits per character."""
+    if not run.active:
+        return
+    held_out = metricfiles.of_model(paths.HELD_OUT, full_hash)
+    if held_out is not None:
+        run.log_metrics(metricfiles.numbers(held_out, "held_out_"))
+    sampled = metricfiles.of_model(paths.SAMPLE_METRICS, full_hash)
+    if sampled is not None:
+        run.log_metrics(metricfiles.numbers(sampled))
+        run.log_artifacts(paths.SAMPLES, "samples")
+    tags = {registry.HELD_OUT_BPC_TAG: f"{held_out['bpc']:.4f}"} if held_out is not None else {}
+    name = params.tracking.registered_model
+    if sampled is not None and (paths.GENERATOR / "saved_model.pb").is_file():
+        tags.update(provenance.dvc_tags())
+        if paths.CORPUS.is_file():
+            tags["charrnn.corpus_hash"] = files.sha256_file(paths.CORPUS)
+        registry.register(run, name, paths.GENERATOR, paths.MODEL / "vocab.json", full_hash, tags,
+                          registry.signature_defaults(params.sample))
+    elif tags:
+        registry.tag_version(run, name, full_hash, tags)
+
+
+def publish_training(run, params, history) -> str:
+    """Everything the training run gets once the model is saved: the model's, corpus's and
+    vocabulary's content hashes as tags, the model, vocabulary and loss history as artifacts, the
+    loss curve as a picture, then whatever else the working tree holds for this model (publish).
+    The model's content hash."""
+    from charrnn.nn import history as losses
+
+    model_hash = metricfiles.model_hash()
+    run.set_tags({runs.MODEL_HASH_TAG: model_hash, "charrnn.corpus_hash": files.sha256_tree(paths.CORPUS),
+                  "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
+    run.log_artifacts(paths.MODEL, "model")
+    run.log_artifact(paths.VOCAB)
+    run.log_artifact(paths.METRICS / "history.csv")
+    run.log_figure(lambda: losses.loss_figure(history), "loss_curve.png")
+    publish(run, params, model_hash)  # what DVC may skip for this model
+    return model_hash
