@@ -469,4 +469,5 @@ def test_any_bytes_decode_or_fail_with_one_clear_error(data, encoding):
     except CorpusError as e:
         assert "set data.encoding" in str(e)
     else:
-        assert isinstance(text, str)
+        assert text.encode(encoding) == data or encoding == "utf-16"  # utf-16 drops its byte-order mark
+        assert text == data.decode(encoding)

@@ -119,4 +119,7 @@ def test_any_file_loads_as_a_vocabulary_or_fails_with_a_vocab_error(tmp_path_fac
         vocab = Vocabulary.load(path)
     except VocabError:
         return
-    vocab.to_json()  # a loaded vocabulary is a usable one
+    chars = "".join(vocab.chars)  # a loaded vocabulary is a usable one: its characters round-trip
+    assert vocab.decode(vocab.encode(chars).tolist()) == chars
+    vocab.save(path)
+    assert Vocabulary.load(path) == vocab
