@@ -1,2 +1,0 @@
-"""`charrnn serve`: the HTTP app, the batching worker, what is served and its card, and the
-playground page."""
