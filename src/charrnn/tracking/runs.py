@@ -244,7 +244,7 @@ def _ending(run: Run, final: Callable[[str], tuple[str, int | None]]) -> Iterato
 def train_run(params: Params, root: Path, tags: dict | None = None) -> Iterator[Run]:
     """A new run for one training, named by DVC_EXP_NAME or else the params hash, with every
     param logged. Ends FINISHED, or FAILED if the body raised (the exception propagates)."""
-    all_tags = {**(tags or {}), **provenance.git_tags(store_root(root)), **provenance.dvc_tags()}
+    all_tags = {**(tags or {}), **provenance.run_tags(store_root(root))}
     name = os.environ.get("DVC_EXP_NAME") or params_run_name(params)
     run = _open(params.tracking, root, lambda c, exp_id: _create_run(c, exp_id, name, all_tags))
     run.log_params(params.flat())
@@ -269,8 +269,7 @@ def model_run(params: Params, root: Path, model_hash: str, stage: str | None = N
     def start(mlflow_client, experiment_id: str) -> str:
         found = find_model_run(mlflow_client, [experiment_id], model_hash)
         if found is None:
-            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage,
-                    **provenance.git_tags(store_root(root)), **provenance.dvc_tags()}
+            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage, **provenance.run_tags(store_root(root))}
             return _create_run(mlflow_client, experiment_id, params_run_name(params), tags)
         resumed.append(found.info)
         mlflow_client.update_run(found.info.run_id, status="RUNNING")
