@@ -35,7 +35,7 @@ from charrnn.core import paths
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import Params, TrackingParams
 from charrnn.core.redact import redact
-from charrnn.tracking import provenance
+from charrnn.tracking import provenance, relocate
 
 MODEL_HASH_TAG = "charrnn.model_hash"
 OFF_VALUES = {"0", "false", "off", "no"}
@@ -182,6 +182,17 @@ def client(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def _relocated(root: Path) -> None:
+    """The project's own store (not MLFLOW_TRACKING_URI's) points at this root's artifacts, even
+    after the project was moved or copied (charrnn.tracking.relocate)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    moved = relocate.relocate(store_root(root) / paths.MLRUNS / "mlflow.db", store_root(root))
+    if moved:
+        log.warning("the MLflow store was made at %s: its artifact locations now point at %s",
+                    ", ".join(moved), store_root(root) / paths.MLRUNS / "artifacts")
+
+
 def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Run:
     """Connect, find the experiment, and `start(client, experiment_id) -> run id`.
     The null run when tracking is off or anything fails."""
@@ -189,6 +200,7 @@ def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Ru
         return NULL_RUN
     uri = tracking_uri(root)
     try:
+        _relocated(root)
         mlflow_client = client(uri)
         return Run(start(mlflow_client, _experiment_id(mlflow_client, tracking.experiment, root, uri)), mlflow_client)
     except Exception as e:
@@ -310,6 +322,7 @@ def read_client(root: Path):
     uri = tracking_uri(root)
     if uri.startswith("sqlite:///") and not _holds_runs(Path(uri.removeprefix("sqlite:///"))):
         return None
+    _relocated(root)
     return client(uri)
 
 
