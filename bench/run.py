@@ -222,7 +222,7 @@ def main(argv=None) -> None:
     print(f"- load average (1/5/15 min) before: {load_before}; after: {common.load()}")
     print(f"- text: {source}")
     if "tutorial" not in configs:
-        print("- the issue's targets are judged on the tutorial configuration, which this run does not measure")
+        print("- the targets are judged on the tutorial configuration, which this run does not measure")
     print()
     print(common.table(rows))
     notes = [f"- {r['row']}: {r['note']}" for r in rows if r.get("note")]

@@ -13,6 +13,11 @@ def main() -> None:
     warning = corpus.credentials_warning(params.data.source)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    local = corpus.local_source_problem(params.data.source, paths.project_root())
+    if local is not None and local[0] == "error":
+        raise corpus.CorpusError(local[1])
+    if local is not None:
+        print(f"warning: {local[1]}", file=sys.stderr)
     info = corpus.fetch(params.data, paths.CORPUS, paths.DOWNLOAD_CACHE)
     print(f"{paths.CORPUS}: {info['chars']:,} characters ({info['bytes']:,} bytes) "
           f"from {info['kind']} {info['source']} (sha256 {info['sha256'][:12]})")

@@ -51,7 +51,14 @@ def closure(stage_script: Path) -> set[str]:
         module = todo.pop()
         seen.add(module)
         todo |= {m for m in charrnn_imports(module_file(module)) - seen if not ignored(m)}
+    if any(runs_tensorflow(module_file(m)) for m in seen):
+        seen.add("core.isa")  # charrnn/__init__ pins the CPU kernels before TensorFlow loads: they decide its bytes
     return {m for m in seen if (PACKAGE / (m.replace(".", "/") + ".py")).is_file()}  # a package's face is no dep
+
+
+def runs_tensorflow(path: Path) -> bool:
+    return any(isinstance(node, ast.Import) and any(a.name == "tensorflow" for a in node.names)
+               for node in ast.walk(ast.parse(path.read_text())))
 
 
 def test_every_stage_depends_on_exactly_the_modules_it_imports():

@@ -102,6 +102,32 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
         return _summary(kind, name, raw, chars, size)
 
 
+CORPORA = "corpora"  # local corpora live here: a dependency of the download stage (dvc.yaml)
+
+
+def local_source_problem(source: str, root: Path) -> tuple[str, str] | None:
+    """For a local file as data.source: ("error" | "warning", message) when DVC cannot watch it.
+
+    Only files under corpora/ are a dependency of download, so only their changes re-run it; and
+    queued and --temp experiments run in a copy of the repository holding only what git or DVC
+    tracks: a file the workspace has and the copy lacks is an error there, with the fix."""
+    if _is_url(source) or source in PRESETS or source.startswith(ENV_PREFIX):
+        return None
+    path = Path(source).expanduser()
+    real_root = Path(os.environ.get("DVC_ROOT") or root).resolve()
+    move = (f"move it into {CORPORA}/ (data.source: {CORPORA}/{path.name}) and `git add` it, or `dvc add` "
+            "it there for a large file, then commit")
+    if not path.is_absolute() and not (root / path).is_file() and (real_root / path).is_file():
+        return "error", (f"data.source {source!r} is in your workspace but not in this experiment's copy of the "
+                         f"repository (`dvc exp run --queue/--temp` copies only what git or DVC tracks): {move}")
+    inside = (root / path).resolve().is_relative_to((root / CORPORA).resolve())
+    if not inside and (root / path).is_file():
+        return "warning", (f"data.source {source!r} is outside {CORPORA}/: DVC does not see when it changes (run "
+                           "`dvc repro -f -s download` after editing it) and queued or --temp experiments "
+                           f"cannot read it; {move}")
+    return None
+
+
 def resolve_source(source: str) -> str:
     """`env:NAME` -> the value of the environment variable NAME (a URL kept out of params.yaml,
     e.g. a presigned one); anything else as it is."""

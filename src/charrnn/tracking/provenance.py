@@ -1,5 +1,6 @@
-"""Where a run came from: the git commit and whether the code and params differed from it, and
-the DVC experiment it ran in. For the tracking store only, never for DVC-tracked outputs.
+"""Where a run came from: the git commit and whether the code and params differed from it, the
+DVC experiment it ran in, and the CPU it ran on. For the tracking store only, never for
+DVC-tracked outputs.
 """
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from charrnn.core import paths
+from charrnn.core import isa, paths
+
+
+def run_tags(root: Path) -> dict[str, str]:
+    """Every provenance tag a new run starts with."""
+    return {**git_tags(root), **dvc_tags(), **machine_tags()}
 
 
 def git_tags(root: Path) -> dict[str, str]:
@@ -32,3 +38,9 @@ def dvc_tags() -> dict[str, str]:
     """The DVC experiment this process runs in, from the variables `dvc exp run` sets."""
     names = {"DVC_EXP_NAME": "charrnn.dvc_exp_name", "DVC_EXP_BASELINE_REV": "charrnn.dvc_exp_baseline_rev"}
     return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
+
+
+def machine_tags() -> dict[str, str]:
+    """The CPU model, its instruction-set flags and the kernel pins in effect (charrnn.core.isa):
+    what to compare first when a model's bytes differ between two machines."""
+    return isa.describe()

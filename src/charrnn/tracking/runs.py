@@ -35,7 +35,7 @@ from charrnn.core import paths
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import Params, TrackingParams
 from charrnn.core.redact import redact
-from charrnn.tracking import provenance
+from charrnn.tracking import provenance, relocate
 
 MODEL_HASH_TAG = "charrnn.model_hash"
 OFF_VALUES = {"0", "false", "off", "no"}
@@ -182,6 +182,17 @@ def client(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def _relocated(root: Path) -> None:
+    """The project's own store (not MLFLOW_TRACKING_URI's) points at this root's artifacts, even
+    after the project was moved or copied (charrnn.tracking.relocate)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    moved = relocate.relocate(store_root(root) / paths.MLRUNS / "mlflow.db", store_root(root))
+    if moved:
+        log.warning("the MLflow store was made at %s: its artifact locations now point at %s",
+                    ", ".join(moved), store_root(root) / paths.MLRUNS / "artifacts")
+
+
 def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Run:
     """Connect, find the experiment, and `start(client, experiment_id) -> run id`.
     The null run when tracking is off or anything fails."""
@@ -189,6 +200,7 @@ def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Ru
         return NULL_RUN
     uri = tracking_uri(root)
     try:
+        _relocated(root)
         mlflow_client = client(uri)
         return Run(start(mlflow_client, _experiment_id(mlflow_client, tracking.experiment, root, uri)), mlflow_client)
     except Exception as e:
@@ -244,7 +256,7 @@ def _ending(run: Run, final: Callable[[str], tuple[str, int | None]]) -> Iterato
 def train_run(params: Params, root: Path, tags: dict | None = None) -> Iterator[Run]:
     """A new run for one training, named by DVC_EXP_NAME or else the params hash, with every
     param logged. Ends FINISHED, or FAILED if the body raised (the exception propagates)."""
-    all_tags = {**(tags or {}), **provenance.git_tags(store_root(root)), **provenance.dvc_tags()}
+    all_tags = {**(tags or {}), **provenance.run_tags(store_root(root))}
     name = os.environ.get("DVC_EXP_NAME") or params_run_name(params)
     run = _open(params.tracking, root, lambda c, exp_id: _create_run(c, exp_id, name, all_tags))
     run.log_params(params.flat())
@@ -269,8 +281,7 @@ def model_run(params: Params, root: Path, model_hash: str, stage: str | None = N
     def start(mlflow_client, experiment_id: str) -> str:
         found = find_model_run(mlflow_client, [experiment_id], model_hash)
         if found is None:
-            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage,
-                    **provenance.git_tags(store_root(root)), **provenance.dvc_tags()}
+            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage, **provenance.run_tags(store_root(root))}
             return _create_run(mlflow_client, experiment_id, params_run_name(params), tags)
         resumed.append(found.info)
         mlflow_client.update_run(found.info.run_id, status="RUNNING")
@@ -311,6 +322,7 @@ def read_client(root: Path):
     uri = tracking_uri(root)
     if uri.startswith("sqlite:///") and not _holds_runs(Path(uri.removeprefix("sqlite:///"))):
         return None
+    _relocated(root)
     return client(uri)
 
 

@@ -1,0 +1,50 @@
+"""A local corpus is a real DVC dependency: a file under corpora/ re-runs `download` when its content
+changes; one elsewhere is warned about, and one that a queued/--temp copy lacks is refused with the fix."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.project import make_project, shakespeare_like
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def project(tmp_path):
+    p = make_project(tmp_path / "p", shakespeare_like(5_000), {"data": {"source": "corpora/novel.txt"}})
+    (p.root / "corpora" / "novel.txt").write_text("ROMEO:\nFirst words.\n", encoding="utf-8")
+    p.git("add", "-A")
+    p.git("commit", "-qm", "a local corpus")
+    return p
+
+
+def test_editing_a_corpus_in_corpora_reruns_download(project):
+    first = project.dvc("repro", "download")
+    assert "Running stage 'download'" in first.stdout and "warning" not in first.stderr
+    assert "up to date" in project.dvc("status", "download").stdout
+    (project.root / "corpora" / "novel.txt").write_text("ROMEO:\nOther words.\n", encoding="utf-8")
+    assert "changed deps" in project.dvc("status", "download").stdout
+    assert "Running stage 'download'" in project.dvc("repro", "download").stdout
+    assert project.read("data/raw/corpus.txt") == "ROMEO:\nOther words.\n"
+
+
+def test_a_corpus_outside_corpora_is_warned_about(project):
+    project.set_params({"data": {"source": "corpus-src.txt"}})
+    ran = project.dvc("repro", "download")
+    assert "warning: data.source 'corpus-src.txt' is outside corpora/: DVC does not see when it changes" in ran.stderr
+
+
+def test_a_file_the_experiment_copy_lacks_is_refused_with_the_fix(project, tmp_path):
+    """As in a queued or --temp experiment: DVC_ROOT is the real workspace, the cwd a copy without
+    the untracked file."""
+    workspace = tmp_path / "workspace"
+    (workspace / "corpora").mkdir(parents=True)
+    (workspace / "corpora" / "untracked.txt").write_text("text", encoding="utf-8")
+    project.set_params({"data": {"source": "corpora/untracked.txt"}})
+    failed = subprocess.run([sys.executable, "stages/download.py"], cwd=project.root, capture_output=True,
+                            text=True, env={**project.env, "DVC_ROOT": str(workspace)})
+    assert failed.returncode == 1
+    assert ("error: data.source 'corpora/untracked.txt' is in your workspace but not in this experiment's copy"
+            in failed.stderr)
+    assert "`git add` it, or `dvc add` it" in failed.stderr
