@@ -85,10 +85,10 @@ def edit_config(**changes):
     (lambda p: (p / "model.weights.h5").write_bytes(b"garbage" * 100), "model.weights.h5 is not a readable weights file"),
     (lambda p: (p / "model.weights.h5").write_bytes((p / "model.weights.h5").read_bytes()[:3000]),
      "model.weights.h5 is not a readable weights file"),
-    (lambda p: (p / "vocab.json").write_bytes(b'{"chars": ["\xff"], "counts": [1]}'), "not a charrnn vocabulary"),
-    (lambda p: (p / "vocab.json").write_text('{"chars": ["\\ud800"], "counts": [1]}'), "no lone surrogates"),
-    (lambda p: (p / "vocab.json").write_text('{"chars": ["a", "a"], "counts": [1, 1]}'), "distinct and sorted"),
-    (lambda p: (p / "vocab.json").write_text('{"chars": ["x", "y"], "counts": [1, 1]}'),
+    (lambda p: (p / "vocab.json").write_bytes(b'{"format": 1, "unk": "[UNK]", "chars": ["\xff"], "counts": [1]}'), "not a charrnn vocabulary"),
+    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["\\ud800"], "counts": [1]}'), "no lone surrogates"),
+    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["a", "a"], "counts": [1, 1]}'), "distinct and sorted"),
+    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["x", "y"], "counts": [1, 1]}'),
      "vocab.json is not the vocabulary .* was trained with"),
 ])
 def test_a_broken_model_directory_is_one_clear_error(saved, tmp_path, edit, match):

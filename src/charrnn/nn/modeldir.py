@@ -12,11 +12,11 @@ leaves these keys out, so its config.json is what it was before they existed.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
+from charrnn.core import files
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import problem
 from charrnn.data.vocab import VocabError, Vocabulary
@@ -144,7 +144,7 @@ def read(path: str | Path) -> ModelDir:
         raise ModelError(f"{path}: no trained model here (expected {CONFIG}, {WEIGHTS} and {VOCAB}; "
                          "run `dvc repro train`)")
     try:
-        raw = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        raw = files.read_json(path / CONFIG)
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelError(f"{path / CONFIG}: not valid JSON ({e})") from None
     config = ModelConfig.from_dict(raw, str(path / CONFIG))
