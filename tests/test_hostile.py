@@ -210,6 +210,26 @@ CASES = [
     Case("config-absurd-units", GEN, r"config\.json does not match model\.weights\.h5: the config .*units=1000000000",
          edit_json("data/model/config.json", units=10**9)),
     Case("model-missing", ["sample"], r"data/model does not exist: .*`dvc repro train`", remove("data/model")),
+    Case("weights-nan", ["sample"], r"model\.weights\.h5 holds NaN or infinite values \(in .*\): the file is damaged",
+         lambda root: _poison(root, float("nan"))),
+    Case("weights-inf", GEN, r"model\.weights\.h5 holds NaN or infinite values", lambda root: _poison(root, float("inf"))),
+    Case("vocab-unk-renamed", GEN, r"vocab\.json: not a charrnn vocabulary \('unk' \(what id 0 stands for\) must be "
+         r"'\[UNK\]', got '<unk>'\)", edit_json("data/model/vocab.json", unk="<unk>")),
+    Case("vocab-format-future", ["charrnn", "info"], r"vocab\.json: .*'format' is 7; this charrnn reads format 1 only",
+         edit_json("data/model/vocab.json", format=7)),
+    Case("vocab-pipeline-no-unk", ["make_tfrecords"], r"data/vocab\.json: not a charrnn vocabulary \('unk'",
+         edit_json("data/vocab.json", unk=None)),
+    # --- JSON nested too deep, in every file read ---------------------------------------------
+    Case("config-nested-deep", GEN, r"config\.json: not valid JSON \(JSON nested more than 64 levels deep\)",
+         write("data/model/config.json", "[" * 10_000 + "]" * 10_000)),
+    Case("vocab-nested-deep", ["charrnn", "info"], r"vocab\.json: not a charrnn vocabulary \(JSON nested more than 64",
+         write("data/model/vocab.json", '{"chars": ' * 10_000 + "[]" + "}" * 10_000)),
+    Case("metrics-nested-deep", ["charrnn", "outputs"], r"metrics/perplexity\.json is not a readable metrics file "
+         r"\(JSON nested more", write("metrics/perplexity.json", '{"loss": ' + "[" * 10_000 + "]" * 10_000 + "}")),
+    Case("meta-nested-deep", ["train"], r"data/records/meta\.json: not valid JSON \(JSON nested more than 64",
+         write("data/records/meta.json", "[" * 100 + "]" * 100)),
+    Case("meta-not-records", ["train"], r"meta\.json: not a charrnn records description",
+         write("data/records/meta.json", '{"seq_length": 5}')),
     # --- the CLI ------------------------------------------------------------------------------
     Case("info-missing-dir", ["charrnn", "info", "--model", "nowhere"], r"nowhere does not exist"),
     Case("info-a-file", ["charrnn", "info", "--model", "params.yaml"], r"params\.yaml is a file, not a model directory"),
@@ -248,9 +268,22 @@ CASES = [
 ]
 
 
+def _poison(root: Path, value: float) -> None:
+    """One weight of the model's weights file overwritten with `value`, in place."""
+    import h5py
+
+    with h5py.File(root / "data/model/model.weights.h5", "r+") as f:
+        found = []
+        f.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)
+        data = found[-1][()]
+        data.flat[0] = value
+        found[-1][...] = data
+
+
 def _run(root: Path, command: list[str], env: dict | None = None, cwd: str = ".") -> subprocess.CompletedProcess:
     env = {**os.environ, "CHARRNN_TRACKING": "0", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("CHARRNN_TMPDIR_OWNER", None)
     if command[0] == "charrnn":
         argv, out = command, None
         if ">" in command:
@@ -281,7 +314,9 @@ def test_hostile_input_ends_in_one_clear_error(built, tmp_path, case):
     shutil.copytree(built.root, root, symlinks=True)
     case.setup(root)
     before = snapshot(root)
-    proc = _run(root, case.command, case.env, case.cwd)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    proc = _run(root, case.command, {"TMPDIR": str(tmpdir), **case.env}, case.cwd)
     output = (proc.stdout or "") + proc.stderr
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1, output[-3000:]
@@ -289,6 +324,7 @@ def test_hostile_input_ends_in_one_clear_error(built, tmp_path, case):
     assert len(errors) == 1, output[-3000:]
     assert re.search(case.expect, errors[0] + "\n" + output), errors[0]
     assert snapshot(root) == before, "a failed command changed or left an output"
+    assert sorted(p.name for p in tmpdir.iterdir()) == [], "a failed command left files in TMPDIR"
 
 
 def test_there_are_at_least_fifty_cases_over_every_class():

@@ -85,8 +85,29 @@ def cmd_evaluate(args) -> None:
 
     text = corpus.normalize(corpus.decode(Path(args.text).read_bytes(), args.encoding))
     model, vocab = network.load(args.model)
-    result = evaluation.held_out_loss(model, vocab.encode(text), args.batch_size, args.seq_length)
-    print(json.dumps(result, indent=2))
+    ids = vocab.encode(text)
+    unk = unknown_fraction(ids, args)
+    result = evaluation.held_out_loss(model, ids, args.batch_size, args.seq_length)
+    print(json.dumps({**result, "unk_fraction": unk}, indent=2))
+
+
+UNK_WARN, UNK_REFUSE = 0.05, 0.5  # fractions of a text outside the model's vocabulary
+
+
+def unknown_fraction(ids, args) -> float:
+    """How much of the text is [UNK] to the model: a loss over characters the model never saw
+    measures nothing, so past UNK_REFUSE it is an error (a wrong --encoding, another language)."""
+    from charrnn.data.vocab import UNK, UNK_ID
+
+    fraction = float((ids == UNK_ID).mean()) if len(ids) else 0.0
+    said = (f"{fraction:.1%} of {args.text}'s characters (read as {args.encoding}) are not in the vocabulary of "
+            f"{args.model} and count as {UNK}")
+    if fraction > UNK_REFUSE:
+        raise UsageError(f"{said}: the loss would measure nothing; check --encoding, or evaluate a model trained "
+                         "on text like this one")
+    if fraction > UNK_WARN:
+        print(f"warning: {said}; the loss says little about those", file=sys.stderr)
+    return fraction
 
 
 def cmd_info(args) -> None:
@@ -113,9 +134,11 @@ def cmd_outputs(args) -> None:
               f"{_number(held_out, 'perplexity', paths.HELD_OUT):.3f}, {_number(held_out, 'bpc', paths.HELD_OUT):.4f} bits/char")
     copying = metricfiles.read_metrics(paths.SAMPLE_METRICS)
     if copying is not None and "copy_ngram" in copying:
-        n = copying["copy_ngram"]
-        print(f"samples: {_number(copying, f'copied_frac_{n}', paths.SAMPLE_METRICS):.1%} of {n}-grams occur in the "
-              f"training text; longest copied span {copying.get('longest_copied')} characters")
+        n, unmeasured = copying["copy_ngram"], copying.get("unmeasured") or {}
+        copied = (f"{_number(copying, f'copied_frac_{n}', paths.SAMPLE_METRICS):.1%} of {n}-grams occur in the "
+                  "training text" if f"copied_frac_{n}" not in unmeasured
+                  else f"copying not measured ({unmeasured[f'copied_frac_{n}']})")
+        print(f"samples: {copied}; longest copied span {copying.get('longest_copied')} characters")
     for sample in sorted(paths.SAMPLES.glob("sample-*.txt"))[:1]:
         print(f"\n{sample}:\n{sample.read_text(encoding='utf-8', errors='replace')[:400]}")
 
@@ -144,6 +167,8 @@ def cmd_promote(args) -> None:
     from charrnn import tracking
 
     root = paths.project_root()
+    if args.name is not None:
+        check("--name", "tracking.registered_model", args.name)
     name = args.name or Params.load(root / paths.PARAMS).tracking.registered_model
     version = tracking.promote(root, name, args.target, args.alias)
     bpc = version.tags.get(tracking.HELD_OUT_BPC_TAG, "?")

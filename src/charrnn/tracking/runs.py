@@ -26,6 +26,7 @@ import os
 import sqlite3
 import sys
 import time
+import urllib.parse
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,25 @@ log = logging.getLogger("charrnn.tracking")
 
 class TrackingError(CharrnnError):
     """A tracking store that cannot be read (the read side only: writing merely warns)."""
+
+
+def store_problem(e: BaseException) -> str:
+    """What a store's refusal means, in one short line: locked (retry), read-only (fix the
+    permissions), or the driver's own first line."""
+    text = str(getattr(e, "message", None) or e)
+    first = redact(text.strip().splitlines()[0] if text.strip() else type(e).__name__)[:300]
+    if "database is locked" in text or "database table is locked" in text:
+        return "it is locked by another process (a stage or command still running?): retry when that one is done"
+    if "readonly database" in text or "Read-only file system" in text or "Permission denied" in text:
+        return f"it cannot be written ({first}): make it writable, or set MLFLOW_TRACKING_URI to another store"
+    if "database or disk is full" in text or "No space left" in text:
+        return f"its disk is full ({first}): free some space and retry"
+    return f"{type(e).__name__}: {first}"
+
+
+def write_error(root: Path, what: str, e: BaseException) -> TrackingError:
+    """The one error for a write to the store that did not happen (`what`: the write)."""
+    return TrackingError(f"{what} failed: the MLflow store {redact(tracking_uri(root))} refused it: {store_problem(e)}")
 
 
 def is_enabled(tracking: TrackingParams) -> bool:
@@ -309,9 +329,26 @@ def read_client(root: Path):
     missing or empty sqlite file is left as it is (an MlflowClient would create its tables).
     A file that is not an MLflow store is a TrackingError."""
     uri = tracking_uri(root)
+    _check_named_store(uri)
     if uri.startswith("sqlite:///") and not _holds_runs(Path(uri.removeprefix("sqlite:///"))):
         return None
     return client(uri)
+
+
+def _check_named_store(uri: str) -> None:
+    """A local store named by MLFLOW_TRACKING_URI is in a directory that exists: reading it must
+    not look like "no runs yet" (nor create it, as MLflow's file store would)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    if uri.startswith("sqlite:///"):
+        directory = Path(uri.removeprefix("sqlite:///")).parent
+    elif uri.startswith("file:") or "://" not in uri:
+        directory = Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path) if uri.startswith("file:") else uri)
+    else:
+        return
+    if not directory.is_dir():
+        raise TrackingError(f"MLFLOW_TRACKING_URI={redact(uri)}: the directory {directory} does not exist; "
+                            "give the path of an existing store, or unset it for the project's mlruns/")
 
 
 def search_runs(root: Path, experiment: str | None = None) -> list[dict]:
@@ -343,6 +380,8 @@ def _holds_runs(db: Path) -> bool:
         with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as connection:
             tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as e:
+        if "locked" in str(e):
+            raise TrackingError(f"{db}: {store_problem(e)}") from None
         raise TrackingError(f"{db} is not a readable MLflow database ({e}); set MLFLOW_TRACKING_URI to another "
                             "store, or move the file away to start a new one") from None
     if not tables:
@@ -354,10 +393,14 @@ def _holds_runs(db: Path) -> bool:
 
 def _experiments(mlflow_client, name: str | None) -> dict[str, str]:
     """{experiment id: name} of the experiment called `name`, or of all active ones."""
-    if name is not None:
-        found = mlflow_client.get_experiment_by_name(name)
-        return {found.experiment_id: found.name} if found is not None else {}
-    return {e.experiment_id: e.name for e in mlflow_client.search_experiments()}
+    existing = {e.experiment_id: e.name for e in mlflow_client.search_experiments()}
+    if name is None:
+        return existing
+    found = {i: n for i, n in existing.items() if n == name}
+    if not found:
+        raise TrackingError(f"there is no experiment {name!r} in the MLflow store {redact(mlflow_client.tracking_uri)}; "
+                            f"it holds: {', '.join(repr(n) for n in sorted(existing.values())) or 'none'}")
+    return found
 
 
 def _search_all(mlflow_client, experiment_ids: list[str]) -> list:
