@@ -43,14 +43,26 @@ def cmd_generate(args) -> None:
         raise UsageError(f"--max-chars must be at least 1, got {args.max_chars}")
     settings = SamplingSettings.parse({name: getattr(args, name) for name in SamplingSettings.names()},
                                       max_chars=args.max_chars)
+    engine, vocab = _engine(args.model)
+    for warning in check_prompts(vocab, args.prompt):
+        print(f"warning: {warning}", file=sys.stderr)
+    pieces = engine.stream(args.prompt, settings, vocab, max_chars=args.max_chars)
+    write_streams(args.prompt, pieces, sys.stdout)
+
+
+def _engine(model: str):
+    """(generation engine, vocabulary) of a model directory or, as `charrnn serve` resolves it, of a
+    registered model (models:/name@alias, models:/name/version) in this project's store."""
+    if model.startswith("models:/"):
+        from charrnn.serve import served
+
+        loaded = served.load(model)
+        return loaded.engine, loaded.vocab
     from charrnn.nn import network
     from charrnn.sampling import generation
 
-    model, vocab = network.load(args.model)
-    for warning in check_prompts(vocab, args.prompt):
-        print(f"warning: {warning}", file=sys.stderr)
-    pieces = generation.Generator(model, vocab).stream(args.prompt, settings, max_chars=args.max_chars)
-    write_streams(args.prompt, pieces, sys.stdout)
+    keras_model, vocab = network.load(model)
+    return generation.Engine(generation.Generator(keras_model, vocab)), vocab
 
 
 def write_streams(prompts: list[str], pieces, out) -> None:
@@ -188,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
     defaults = Params().sample
 
     g = sub.add_parser("generate", help="generate text after one or more prompts")
-    g.add_argument("--model", default=str(paths.MODEL), help="model directory (default: %(default)s)")
+    g.add_argument("--model", default=str(paths.MODEL),
+                   help="model directory, or models:/<name>@<alias> or models:/<name>/<version> (default: %(default)s)")
     g.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
     g.add_argument("--num-chars", type=int, default=defaults.num_chars, help="characters to generate per prompt")
     g.add_argument("--temperature", type=float, default=defaults.temperature, help="> 0; lower is more conservative")

@@ -188,8 +188,11 @@ def _quiet_mlflow() -> None:
     # A new sqlite store logs "Creating initial MLflow database tables..." (and alembic chatter),
     # logging a model logs how it made its output example and draws download progress bars, and
     # MLflow's sqlalchemy models trigger a deprecation warning about `noload`.
-    for name in ("mlflow.store.db.utils", "alembic", "mlflow.models", "mlflow.pyfunc"):
+    for name in ("alembic", "mlflow.models", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A refused write is logged there with its whole traceback before it is raised to us, who
+    # report it in one line (charrnn.tracking's warning, or the command's error).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
 
