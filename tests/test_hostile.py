@@ -7,6 +7,7 @@ there is a model, a vocabulary and records to break."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -261,11 +262,50 @@ CASES = [
     Case("no-command", ["charrnn"], r"the following arguments are required: command"),
     Case("promote-no-store", ["charrnn", "promote", "best"], r"no MLflow store at .* yet: run the pipeline first"),
     Case("promote-bad-alias", ["charrnn", "promote", "1", "--alias", "latest"], r"alias 'latest' is not usable"),
+    Case("evaluate-utf8-read-as-utf16", ["charrnn", "evaluate", "--text", "en.txt", "--encoding", "utf-16"],
+         r"error: 100\.0% of en\.txt's characters \(read as utf-16\) are not in the vocabulary of data/model and count "
+         r"as \[UNK\]: the loss would measure nothing; check --encoding", write("en.txt", "ROMEO: the night is fair.\n" * 300)),
+    Case("evaluate-another-language", ["charrnn", "evaluate", "--text", "zh.txt"],
+         r"% of zh\.txt's characters \(read as utf-8\) are not in the vocabulary", write("zh.txt", "天地玄黄，宇宙洪荒。\n" * 200)),
+    Case("held-out-blank-lines", ["sample"], r"the held-out text \(characters [0-9,]+ to 30,000 of data/raw/corpus\.txt\) "
+         r"has no usable line .*set sample\.prompts", both(params(sample__prompts="[]"), lambda root: (
+             root / "data/raw/corpus.txt").write_text(shakespeare_like(27_000) + "\n" * 3_000, encoding="utf-8"))),
+    # --- MLflow: names, experiments, stores ---------------------------------------------------
+    Case("registered-model-slash", ["train"], r"'tracking\.registered_model' must be a registered-model name MLflow accepts",
+         params(tracking__registered_model="'my model/v1'")),
+    Case("registered-model-at", ["sample"], r"'tracking\.registered_model' must be .*none of / : @",
+         params(tracking__registered_model="charrnn@prod")),
+    Case("registered-model-quote", ["train"], r"'tracking\.registered_model' must be", params(tracking__registered_model="'o\"neil'")),
+    Case("experiment-too-long", ["train"], r"'tracking\.experiment' must be an MLflow experiment name: 1 to 256",
+         params(tracking__experiment="x" * 600)),
+    Case("runs-no-such-experiment", ["charrnn", "runs", "--experiment", "no-such-exp"],
+         r"there is no experiment 'no-such-exp' in the MLflow store .*mlflow\.db; it holds: 'Default', 'charrnn', 'other'",
+         lambda root: _store(root, "charrnn", "other")),
+    Case("runs-store-directory-missing", ["charrnn", "runs"], r"MLFLOW_TRACKING_URI=sqlite:////no/such/dir/mlflow\.db: "
+         r"the directory /no/such/dir does not exist", env={"MLFLOW_TRACKING_URI": "sqlite:////no/such/dir/mlflow.db"}),
+    Case("runs-file-store-missing", ["charrnn", "runs"], r"the directory /no/such/store does not exist",
+         env={"MLFLOW_TRACKING_URI": "file:///no/such/store"}),
+    Case("generate-registered-no-store", ["charrnn", "generate", "--model", "models:/charrnn/1", "--prompt", "RO"],
+         r"no MLflow store at sqlite:///.*/mlruns/mlflow\.db yet"),
+    Case("generate-registered-unknown", ["charrnn", "generate", "--model", "models:/charrnn/3", "--prompt", "RO"],
+         r"models:/charrnn/3: .*\(store: sqlite:///.*mlflow\.db\)", lambda root: _store(root, "charrnn")),
+    Case("promote-full-width-digit", ["charrnn", "promote", "１"], r"no version of the registered model 'charrnn' comes from "
+         r"'１'", lambda root: _store(root, "charrnn")),
     # --- the environment ----------------------------------------------------------------------
     Case("python-missing", ["download"], r"CHARRNN_PYTHON=/no/such/python is not an executable file",
          env={"CHARRNN_PYTHON": "/no/such/python"}),
     Case("generate-to-a-full-disk", [*GEN, ">", "/dev/full"], r"No space left on device"),
 ]
+
+
+def _store(root: Path, *experiments: str) -> None:
+    """The project's MLflow store, holding these (empty) experiments and a registered model 'charrnn'."""
+    from charrnn.tracking import runs
+
+    client = runs.client(runs.tracking_uri(root))
+    for name in experiments:
+        client.create_experiment(name)
+    client.create_registered_model("charrnn")
 
 
 def _poison(root: Path, value: float) -> None:
@@ -281,9 +321,8 @@ def _poison(root: Path, value: float) -> None:
 
 
 def _run(root: Path, command: list[str], env: dict | None = None, cwd: str = ".") -> subprocess.CompletedProcess:
-    env = {**os.environ, "CHARRNN_TRACKING": "0", **(env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("CHARRNN_TMPDIR_OWNER", None)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CHARRNN_TMPDIR_OWNER")},
+           "CHARRNN_TRACKING": "0", **(env or {})}
     if command[0] == "charrnn":
         argv, out = command, None
         if ">" in command:
@@ -325,6 +364,43 @@ def test_hostile_input_ends_in_one_clear_error(built, tmp_path, case):
     assert re.search(case.expect, errors[0] + "\n" + output), errors[0]
     assert snapshot(root) == before, "a failed command changed or left an output"
     assert sorted(p.name for p in tmpdir.iterdir()) == [], "a failed command left files in TMPDIR"
+
+
+def _copy(built, tmp_path) -> Path:
+    root = tmp_path / "p"
+    shutil.copytree(built.root, root, symlinks=True)
+    return root
+
+
+def test_evaluate_reports_the_unk_fraction_and_warns_past_five_percent(built, tmp_path):
+    root = _copy(built, tmp_path)
+    text = shakespeare_like(3_000)
+    (root / "odd.txt").write_text("".join("¤" if i % 10 == 0 else c for i, c in enumerate(text)), encoding="utf-8")
+    proc = _run(root, ["charrnn", "evaluate", "--text", "odd.txt"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (warning,) = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert "10.0% of odd.txt's characters (read as utf-8) are not in the vocabulary of data/model" in warning
+    assert json.loads(proc.stdout)["unk_fraction"] == pytest.approx(0.1, abs=0.001)
+    clean = _run(root, ["charrnn", "evaluate", "--text", "corpus-src.txt"])
+    assert clean.returncode == 0 and "warning:" not in clean.stderr and json.loads(clean.stdout)["unk_fraction"] == 0.0
+
+
+def test_copy_metrics_over_no_ngram_are_null_with_their_reason(built, tmp_path):
+    root = _copy(built, tmp_path)
+    params(sample__copy_ngram=1000)(root)
+    proc = _run(root, ["sample"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((root / "metrics/samples.json").read_text(encoding="utf-8"))
+    assert metrics["copied_frac_1000"] is None and metrics["ngrams_1000"] == 0
+    assert "no 1000-gram to measure: the longest sample holds 40 character(s)" in metrics["unmeasured"]["copied_frac_1000"]
+    assert isinstance(metrics["copied_frac_50"], float) and "copied_frac_50" not in metrics["unmeasured"]
+    assert "warning: copied_frac_1000 is null: no 1000-gram" in proc.stderr
+    shown = subprocess.run([str(BIN / "dvc"), "metrics", "show", "metrics/samples.json", "--json"], cwd=root,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[""]["data"]["metrics/samples.json"]["data"]["ngrams_1000"] == 0
+    outputs = _run(root, ["charrnn", "outputs"])
+    assert outputs.returncode == 0 and "copying not measured (no 1000-gram to measure" in outputs.stdout, outputs.stderr
 
 
 def test_there_are_at_least_fifty_cases_over_every_class():
