@@ -2,6 +2,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -267,8 +268,27 @@ def test_a_failing_call_warns_once_then_the_run_is_a_no_op(root, tmp_path, caplo
             run.log_metrics({"loss": 1.0}, step=0)
     assert len([r for r in caplog.records if r.name == "charrnn.tracking"]) == 1
     got = client(root).get_run(run.run_id)
-    assert got.info.status == "FINISHED"  # still ended, not left RUNNING
+    assert got.info.status == "FAILED"  # ended, not left RUNNING, and not FINISHED: it lost a write
+    assert "partial" in got.data.tags[tracking.INCOMPLETE_TAG]
     assert "loss" not in got.data.metrics
+    assert list(runs.frame(root)["status"]) == ["FAILED (incomplete)"]
+
+
+def test_a_run_left_running_by_a_process_that_is_gone_is_shown_incomplete_then_ended_failed(root):
+    """A full store refuses even the end of a run; the next run opened in the experiment ends it."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with tracking.train_run(Params(), root) as left:
+        pass
+    c = client(root)
+    c.update_run(left.run_id, status="RUNNING")
+    c.set_tag(left.run_id, tracking.PROCESS_TAG, f"{socket.gethostname()}:{gone.stdout.strip()}")
+    assert list(runs.frame(root)["status"]) == ["INCOMPLETE (its process is gone)"]
+    assert c.get_run(left.run_id).info.status == "RUNNING"  # reading never repairs
+    with tracking.train_run(Params(), root) as live:
+        assert c.get_run(left.run_id).info.status == "FAILED"
+        assert "refused writes" in c.get_run(left.run_id).data.tags[tracking.INCOMPLETE_TAG]
+        assert list(runs.frame(root)["status"]) == ["RUNNING", "FAILED (incomplete)"]  # this process is alive
+    assert c.get_run(live.run_id).info.status == "FINISHED"
 
 
 def test_default_uri_is_an_absolute_sqlite_path_under_root(root, env, tmp_path):
@@ -319,7 +339,9 @@ def test_runs_table_sorts_by_held_out_bpc_and_filters_by_experiment(root):
     assert list(frame.columns[-3:]) == ["held_out_bpc", "held_out_loss", "copied_frac_20"]
     assert list(frame["experiment"]) == ["other", EXPERIMENT, EXPERIMENT, EXPERIMENT]
     assert list(runs.frame(root, EXPERIMENT)["train.units"]) == ["32", "8", "16"]
-    assert runs.frame(root, "no-such-experiment").empty
+    with pytest.raises(tracking.TrackingError, match=f"there is no experiment 'no-such-experiment' in the MLflow store "
+                       f"sqlite:///.*; it holds: 'Default', '{EXPERIMENT}', 'other'"):
+        runs.frame(root, "no-such-experiment")
 
 
 def test_reading_runs_without_a_store_or_from_an_empty_file_writes_nothing(tmp_path, env):

@@ -6,7 +6,10 @@ One pipeline execution is one MLflow run: `train_run` opens it, and the later st
 is never written to a file, so DVC outputs stay reproducible.
 
 Writing is best effort: when tracking is off (params or CHARRNN_TRACKING=0) every call is a cheap
-no-op, and when the store fails, one warning says so and the caller's work goes on untracked.
+no-op, and when the store fails, one warning says so and the caller's work goes on untracked. A
+run that lost a write is ended FAILED and tagged INCOMPLETE_TAG; if the store refuses even that (a
+full disk), the next run opened in the experiment ends it so, by its process being gone, and
+`charrnn runs` shows it as incomplete meanwhile.
 Reading (`search_runs`, for `charrnn runs`) is the opposite: it never writes, and a store it
 cannot read is an error. mlflow is imported lazily (it costs about 1.5 s).
 
@@ -23,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import sys
 import time
@@ -39,6 +43,8 @@ from charrnn.core.redact import redact
 from charrnn.tracking import provenance
 
 MODEL_HASH_TAG = "charrnn.model_hash"
+PROCESS_TAG = "charrnn.process"  # host:pid of the process a RUNNING run belongs to
+INCOMPLETE_TAG = "charrnn.incomplete"  # why a run was ended FAILED by charrnn (a store that refused writes)
 OFF_VALUES = {"0", "false", "off", "no"}
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 
@@ -171,10 +177,16 @@ class Run:
             return None
 
     def _end(self, status: str, end_time: int | None = None) -> None:
-        """Mark the run ended, even a broken one (never leave it RUNNING if the store allows)."""
+        """Mark the run ended, even a broken one (never leave it RUNNING if the store allows): a
+        run that lost writes is FAILED, tagged with why. If the store refuses even this, the next
+        run opened in its experiment ends it (close_orphans)."""
         if self._client is None:
             return
         try:
+            if self._broken:
+                self._client.set_tag(self._run_id, INCOMPLETE_TAG, "the store refused a write during the run: its "
+                                     "metrics or artifacts are partial")
+                status, end_time = "FAILED", None
             self._client.set_terminated(self._run_id, status, end_time)
         except Exception as e:
             if not self._broken:
@@ -213,10 +225,41 @@ def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Ru
     uri = tracking_uri(root)
     try:
         mlflow_client = client(uri)
-        return Run(start(mlflow_client, _experiment_id(mlflow_client, tracking.experiment, root, uri)), mlflow_client)
+        experiment_id = _experiment_id(mlflow_client, tracking.experiment, root, uri)
+        close_orphans(mlflow_client, experiment_id)
+        run_id = start(mlflow_client, experiment_id)
+        mlflow_client.set_tag(run_id, PROCESS_TAG, _this_process())
+        return Run(run_id, mlflow_client)
     except Exception as e:
         _warn_disabled(f"cannot use the MLflow store {uri}: {type(e).__name__}: {e}")
         return NULL_RUN
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def orphaned(status: str, tags: dict) -> bool:
+    """A RUNNING run whose process (on this host) is gone: it ended while the store refused writes."""
+    host, _, pid = tags.get(PROCESS_TAG, "").rpartition(":")
+    if status != "RUNNING" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
+def close_orphans(mlflow_client, experiment_id: str) -> None:
+    """End FAILED, tagged with why, the experiment's runs left RUNNING by a process that is gone."""
+    for run in mlflow_client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        if orphaned(run.info.status, run.data.tags):
+            mlflow_client.set_tag(run.info.run_id, INCOMPLETE_TAG, "its process ended while the store refused writes "
+                                  "(a full disk?): its metrics or artifacts are partial")
+            mlflow_client.set_terminated(run.info.run_id, "FAILED")
 
 
 def _experiment_id(mlflow_client, name: str, root: Path, uri: str) -> str:
@@ -371,8 +414,15 @@ def search_runs(root: Path, experiment: str | None = None) -> list[dict]:
     except Exception as e:
         raise TrackingError(f"cannot read the MLflow runs from {redact(uri)}: {type(e).__name__}: {redact(e)}") from None
     return [{"run_name": r.info.run_name, "experiment": experiments.get(r.info.experiment_id, r.info.experiment_id),
-             "status": r.info.status, "start_time": r.info.start_time, "params": dict(r.data.params),
+             "status": _status(r.info.status, r.data.tags), "start_time": r.info.start_time, "params": dict(r.data.params),
              "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in runs]
+
+
+def _status(status: str, tags: dict) -> str:
+    """A run's status as `charrnn runs` shows it: an incomplete run says so (reading never repairs)."""
+    if orphaned(status, tags):
+        return "INCOMPLETE (its process is gone)"
+    return f"{status} (incomplete)" if INCOMPLETE_TAG in tags else status
 
 
 def _holds_runs(db: Path) -> bool:
