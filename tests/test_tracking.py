@@ -388,3 +388,43 @@ def test_outside_a_project_is_a_clear_error(tmp_path):
 
     with pytest.raises(paths.ProjectError, match="not inside a charrnn project"):
         paths.project_root(tmp_path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB file system (tmpfs) at tmp_path/disk, `grow()` to 64 MiB; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)  # lazy: MLflow's engines keep the db open
+
+
+def test_a_store_whose_creation_a_full_disk_cut_short_is_made_anew_once_there_is_space(small_disk, env, tmp_path):
+    uri = f"sqlite:///{small_disk}/mlflow.db"
+    env.setenv("MLFLOW_TRACKING_URI", uri)
+    made = subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient({uri!r}).search_experiments()"],
+                          capture_output=True, text=True)  # MLflow's own creation in another process, cut short
+    assert made.returncode != 0 and "database or disk is full" in made.stderr, made.stderr[-2000:]
+    husk = (small_disk / "mlflow.db").read_bytes()
+    assert husk and tracking.search_runs(tmp_path) == []  # no runs, and reading it writes nothing
+    with pytest.raises(Exception, match="database or disk is full"):
+        tracking.prepare_store(uri)  # still full: the attempt is undone, the file left as it was
+    assert (small_disk / "mlflow.db").read_bytes() == husk
+    assert sorted(p.name for p in small_disk.iterdir()) == [".mlflow.db.lock", "mlflow.db"]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    run_id = train(tmp_path)
+    assert run_id is not None
+    assert [r["status"] for r in tracking.search_runs(tmp_path)] == ["FINISHED"]
+    assert not [p.name for p in small_disk.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+
+
+def test_a_new_store_is_created_complete_or_not_at_all(tmp_path, env):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    tracking.prepare_store(uri)
+    assert tracking._complete(tmp_path / "mlruns" / "mlflow.db")
+    before = (tmp_path / "mlruns" / "mlflow.db").read_bytes()
+    tracking.prepare_store(uri)  # complete: left alone
+    assert (tmp_path / "mlruns" / "mlflow.db").read_bytes() == before

@@ -22,6 +22,7 @@ four minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT short
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from charrnn.core import paths
+from charrnn.core import files, paths
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import Params, TrackingParams
 from charrnn.core.redact import redact
@@ -224,6 +225,7 @@ def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Ru
         return NULL_RUN
     uri = tracking_uri(root)
     try:
+        prepare_store(uri)
         mlflow_client = client(uri)
         experiment_id = _experiment_id(mlflow_client, tracking.experiment, root, uri)
         close_orphans(mlflow_client, experiment_id)
@@ -233,6 +235,66 @@ def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Ru
     except Exception as e:
         _warn_disabled(f"cannot use the MLflow store {uri}: {type(e).__name__}: {e}")
         return NULL_RUN
+
+
+def prepare_store(uri: str) -> None:
+    """A local sqlite store that is missing, empty, or whose creation was cut short is created
+    anew, atomically: MLflow creates its tables in dozens of steps (an initial schema, then each
+    migration), and a store whose disk filled up between two of them fails every later start
+    ("duplicate column name: step", "table ... already exists"). So the tables are made in a
+    temporary file beside the store, renamed into place only when complete."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if _complete(db):
+        return
+    import fcntl
+
+    import sqlalchemy
+    from mlflow.store.db import utils as db_utils
+
+    _quiet_mlflow()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f".{db.name}.lock", "w") as lock:  # parallel stages: one creates, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _complete(db):
+            return
+        with files.atomic_path(db) as tmp:
+            engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+            try:
+                db_utils._initialize_tables(engine)  # what MLflow's SqlAlchemyStore does for an empty database
+            finally:
+                engine.dispose()
+
+
+def _complete(db: Path) -> bool:
+    return db.is_file() and db.stat().st_size > 0 and not _unfinished(db)
+
+
+def _unfinished(db: Path) -> bool:
+    """An MLflow sqlite store whose creation stopped part-way: not at the newest schema, and
+    holding no run, experiment of the user's or registered model (so nothing is lost by making
+    it anew). An older store with runs is MLflow's to upgrade, never ours to replace."""
+    try:
+        with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as connection:
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "alembic_version" not in tables or not {"experiments", "runs"} <= tables:
+                return False  # not an MLflow store at all: _holds_runs says so
+            (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone() or (None,)
+            if version == _newest_schema():
+                return False
+            count = {t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                     for t in ("runs", "experiments", "registered_models") if t in tables}
+    except sqlite3.Error:
+        return False
+    return count.get("runs", 0) == 0 and count.get("registered_models", 0) == 0 and count.get("experiments", 0) <= 1
+
+
+@functools.lru_cache(maxsize=1)
+def _newest_schema() -> str:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
 
 
 def _this_process() -> str:
@@ -439,6 +501,8 @@ def _holds_runs(db: Path) -> bool:
                             "store, or move the file away to start a new one") from None
     if not tables:
         return False
+    if {"experiments", "runs", "alembic_version"} <= tables and _unfinished(db):
+        return False  # its creation was cut short: no runs (the next run makes it anew)
     if not {"experiments", "runs", "alembic_version"} <= tables:
         raise TrackingError(f"{db} is an SQLite database but not an MLflow store (tables: {', '.join(sorted(tables))})")
     return True
