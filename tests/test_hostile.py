@@ -393,7 +393,8 @@ def test_copy_metrics_over_no_ngram_are_null_with_their_reason(built, tmp_path):
     metrics = json.loads((root / "metrics/samples.json").read_text(encoding="utf-8"))
     assert metrics["copied_frac_1000"] is None and metrics["ngrams_1000"] == 0
     assert "no 1000-gram to measure: the longest sample holds 40 character(s)" in metrics["unmeasured"]["copied_frac_1000"]
-    assert isinstance(metrics["copied_frac_50"], float) and "copied_frac_50" not in metrics["unmeasured"]
+    assert metrics["copied_frac_50"] is None and set(metrics["unmeasured"]) == {"copied_frac_1000", "copied_frac_50"}
+    assert 0 < metrics["distinct_4"] <= 1 and metrics["longest_copied"] > 0  # measured over the 40 characters
     assert "warning: copied_frac_1000 is null: no 1000-gram" in proc.stderr
     shown = subprocess.run([str(BIN / "dvc"), "metrics", "show", "metrics/samples.json", "--json"], cwd=root,
                            capture_output=True, text=True)
