@@ -174,7 +174,7 @@ class Run:
             return action(self._client)
         except Exception as e:
             self._broken = True
-            _warn_disabled(f"{what} failed: {type(e).__name__}: {e}")
+            _warn_disabled(f"{what} failed: {store_problem(e)}")
             return None
 
     def _end(self, status: str, end_time: int | None = None) -> None:
@@ -191,7 +191,7 @@ class Run:
             self._client.set_terminated(self._run_id, status, end_time)
         except Exception as e:
             if not self._broken:
-                _warn_disabled(f"ending the run failed: {type(e).__name__}: {e}")
+                _warn_disabled(f"ending the run failed: {store_problem(e)}")
 
 
 NULL_RUN = Run()
@@ -233,7 +233,7 @@ def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Ru
         mlflow_client.set_tag(run_id, PROCESS_TAG, _this_process())
         return Run(run_id, mlflow_client)
     except Exception as e:
-        _warn_disabled(f"cannot use the MLflow store {uri}: {type(e).__name__}: {e}")
+        _warn_disabled(f"cannot use the MLflow store {uri}: {store_problem(e)}")
         return NULL_RUN
 
 
