@@ -41,8 +41,11 @@ def main() -> None:
         tracking.publish(run, params, model_hash)
     print(f"{len(texts)} sample(s) of {s.num_chars} characters at temperature {s.temperature} -> {paths.SAMPLES}/; "
           f"generator -> {paths.GENERATOR}/")
-    print(f"copied from the training text: {copying[f'copied_frac_{s.copy_ngram}']:.1%} of {s.copy_ngram}-grams, "
-          f"longest span {copying['longest_copied']} characters -> {paths.SAMPLE_METRICS}")
+    copied = copying[f"copied_frac_{s.copy_ngram}"]
+    for figure, why in copying.get("unmeasured", {}).items():
+        print(f"warning: {figure} is null: {why}", file=sys.stderr)
+    print(f"copied from the training text: {'unmeasured' if copied is None else f'{copied:.1%}'} of "
+          f"{s.copy_ngram}-grams, longest span {copying['longest_copied']} characters -> {paths.SAMPLE_METRICS}")
     print(texts[0][:300])
 
 

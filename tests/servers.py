@@ -35,7 +35,8 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 class Server:
     """A threaded server on 127.0.0.1. `routes[path] = (status, headers, body)`; anything else is
-    404. `requests` lists (path with query, headers dict) of everything received."""
+    404. The body is sent as given, then the connection closes (HTTP/1.0): headers that announce
+    more (Content-Length, Transfer-Encoding: chunked) make a transfer cut short. `requests` lists (path with query, headers dict) of everything received."""
 
     def __init__(self, cert: tuple[Path, Path] | None = None):
         self.routes: dict[str, tuple[int, dict, bytes]] = {}
@@ -47,7 +48,8 @@ class Server:
                 server.requests.append((self.path, dict(self.headers)))
                 status, headers, body = server.routes.get(self.path.split("?")[0], (404, {}, b"not found"))
                 self.send_response(status)
-                for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                framing = {} if "Transfer-Encoding" in headers else {"Content-Length": str(len(body))}
+                for key, value in {**framing, **headers}.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)

@@ -237,6 +237,29 @@ def test_download_over_https(https, tmp_path):
     assert dest.read_bytes() == BODY
 
 
+CUT = b"x" * 5000
+
+
+@pytest.mark.parametrize("headers, body, match", [
+    ({"Content-Length": "100000"}, CUT, r"closed after 5,000 of the 100,000 bytes the server announced"),
+    ({"Content-Length": "5001"}, CUT, r"closed after 5,000 of the 5,001 bytes"),
+    ({"Transfer-Encoding": "chunked"}, b"1388\r\n" + CUT + b"\r\n", r"before the chunked transfer's last chunk"),
+    ({"Transfer-Encoding": "chunked"}, b"2000\r\n" + CUT, r"before the chunked transfer's last chunk"),
+])
+@pytest.mark.parametrize("sha256", [None, hashlib.sha256(CUT).hexdigest()])
+def test_a_download_cut_short_is_an_error_and_writes_nothing(https, tmp_path, headers, body, match, sha256):
+    https["server"].routes["/cut.txt"] = (200, headers, body)
+    with pytest.raises(CorpusError, match=match + r".*nothing was written"):
+        corpus.download(f"{https['url']}/cut.txt", tmp_path / "out" / "a.txt", sha256)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_complete_chunked_download_is_accepted(https, tmp_path):
+    https["server"].routes["/chunked.txt"] = (200, {"Transfer-Encoding": "chunked"},
+                                              b"1388\r\n" + CUT + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert corpus.download(f"{https['url']}/chunked.txt", tmp_path / "a.txt").read_bytes() == CUT + b"hello"
+
+
 ALICE = "Basic " + base64.b64encode(b"alice:s3cret").decode()
 
 

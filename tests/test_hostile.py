@@ -7,6 +7,7 @@ there is a model, a vocabulary and records to break."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -197,11 +198,11 @@ CASES = [
     Case("weights-garbage", GEN, r"model\.weights\.h5 is not a readable weights file", write("data/model/model.weights.h5", b"junk" * 500)),
     Case("weights-missing", ["sample"], r"model\.weights\.h5 is missing", remove("data/model/model.weights.h5")),
     Case("vocab-invalid-utf8", GEN, r"vocab\.json: not a charrnn vocabulary",
-         write("data/model/vocab.json", b'{"chars": ["\xff"], "counts": [1]}')),
+         write("data/model/vocab.json", b'{"format": 1, "unk": "[UNK]", "chars": ["\xff"], "counts": [1]}')),
     Case("vocab-lone-surrogate", GEN, r"single characters \(no lone surrogates\)",
-         write("data/model/vocab.json", '{"chars": ["\\ud800"], "counts": [1]}')),
+         write("data/model/vocab.json", '{"format": 1, "unk": "[UNK]", "chars": ["\\ud800"], "counts": [1]}')),
     Case("vocab-not-the-models", ["evaluate_perplexity"], r"vocab\.json is not the vocabulary .* was trained with",
-         write("data/model/vocab.json", '{"chars": ["a", "b"], "counts": [1, 1]}')),
+         write("data/model/vocab.json", '{"format": 1, "unk": "[UNK]", "chars": ["a", "b"], "counts": [1, 1]}')),
     Case("config-unknown-cell", GEN, r"config\.json: 'cell' must be 'gru' or 'lstm', got 'transformer'",
          edit_json("data/model/config.json", cell="transformer")),
     Case("config-negative-units", ["sample"], r"config\.json: 'units' must be > 0, got -5", edit_json("data/model/config.json", units=-5)),
@@ -210,6 +211,26 @@ CASES = [
     Case("config-absurd-units", GEN, r"config\.json does not match model\.weights\.h5: the config .*units=1000000000",
          edit_json("data/model/config.json", units=10**9)),
     Case("model-missing", ["sample"], r"data/model does not exist: .*`dvc repro train`", remove("data/model")),
+    Case("weights-nan", ["sample"], r"model\.weights\.h5 holds NaN or infinite values \(in .*\): the file is damaged",
+         lambda root: _poison(root, float("nan"))),
+    Case("weights-inf", GEN, r"model\.weights\.h5 holds NaN or infinite values", lambda root: _poison(root, float("inf"))),
+    Case("vocab-unk-renamed", GEN, r"vocab\.json: not a charrnn vocabulary \('unk' \(what id 0 stands for\) must be "
+         r"'\[UNK\]', got '<unk>'\)", edit_json("data/model/vocab.json", unk="<unk>")),
+    Case("vocab-format-future", ["charrnn", "info"], r"vocab\.json: .*'format' is 7; this charrnn reads format 1 only",
+         edit_json("data/model/vocab.json", format=7)),
+    Case("vocab-pipeline-no-unk", ["make_tfrecords"], r"data/vocab\.json: not a charrnn vocabulary \('unk'",
+         edit_json("data/vocab.json", unk=None)),
+    # --- JSON nested too deep, in every file read ---------------------------------------------
+    Case("config-nested-deep", GEN, r"config\.json: not valid JSON \(JSON nested more than 64 levels deep\)",
+         write("data/model/config.json", "[" * 10_000 + "]" * 10_000)),
+    Case("vocab-nested-deep", ["charrnn", "info"], r"vocab\.json: not a charrnn vocabulary \(JSON nested more than 64",
+         write("data/model/vocab.json", '{"chars": ' * 10_000 + "[]" + "}" * 10_000)),
+    Case("metrics-nested-deep", ["charrnn", "outputs"], r"metrics/perplexity\.json is not a readable metrics file "
+         r"\(JSON nested more", write("metrics/perplexity.json", '{"loss": ' + "[" * 10_000 + "]" * 10_000 + "}")),
+    Case("meta-nested-deep", ["train"], r"data/records/meta\.json: not valid JSON \(JSON nested more than 64",
+         write("data/records/meta.json", "[" * 100 + "]" * 100)),
+    Case("meta-not-records", ["train"], r"meta\.json: not a charrnn records description",
+         write("data/records/meta.json", '{"seq_length": 5}')),
     # --- the CLI ------------------------------------------------------------------------------
     Case("info-missing-dir", ["charrnn", "info", "--model", "nowhere"], r"nowhere does not exist"),
     Case("info-a-file", ["charrnn", "info", "--model", "params.yaml"], r"params\.yaml is a file, not a model directory"),
@@ -241,6 +262,35 @@ CASES = [
     Case("no-command", ["charrnn"], r"the following arguments are required: command"),
     Case("promote-no-store", ["charrnn", "promote", "best"], r"no MLflow store at .* yet: run the pipeline first"),
     Case("promote-bad-alias", ["charrnn", "promote", "1", "--alias", "latest"], r"alias 'latest' is not usable"),
+    Case("evaluate-utf8-read-as-utf16", ["charrnn", "evaluate", "--text", "en.txt", "--encoding", "utf-16"],
+         r"error: 100\.0% of en\.txt's characters \(read as utf-16\) are not in the vocabulary of data/model and count "
+         r"as \[UNK\]: the loss would measure nothing; check --encoding", write("en.txt", "ROMEO: the night is fair.\n" * 300)),
+    Case("evaluate-another-language", ["charrnn", "evaluate", "--text", "zh.txt"],
+         r"% of zh\.txt's characters \(read as utf-8\) are not in the vocabulary", write("zh.txt", "天地玄黄，宇宙洪荒。\n" * 200)),
+    Case("held-out-blank-lines", ["sample"], r"the held-out text \(characters [0-9,]+ to 30,000 of data/raw/corpus\.txt\) "
+         r"has no usable line .*set sample\.prompts", both(params(sample__prompts="[]"), lambda root: (
+             root / "data/raw/corpus.txt").write_text(shakespeare_like(27_000) + "\n" * 3_000, encoding="utf-8"))),
+    # --- MLflow: names, experiments, stores ---------------------------------------------------
+    Case("registered-model-slash", ["train"], r"'tracking\.registered_model' must be a registered-model name MLflow accepts",
+         params(tracking__registered_model="'my model/v1'")),
+    Case("registered-model-at", ["sample"], r"'tracking\.registered_model' must be .*none of / : @",
+         params(tracking__registered_model="charrnn@prod")),
+    Case("registered-model-quote", ["train"], r"'tracking\.registered_model' must be", params(tracking__registered_model="'o\"neil'")),
+    Case("experiment-too-long", ["train"], r"'tracking\.experiment' must be an MLflow experiment name: 1 to 256",
+         params(tracking__experiment="x" * 600)),
+    Case("runs-no-such-experiment", ["charrnn", "runs", "--experiment", "no-such-exp"],
+         r"there is no experiment 'no-such-exp' in the MLflow store .*mlflow\.db; it holds: 'Default', 'charrnn', 'other'",
+         lambda root: _store(root, "charrnn", "other")),
+    Case("runs-store-directory-missing", ["charrnn", "runs"], r"MLFLOW_TRACKING_URI=sqlite:////no/such/dir/mlflow\.db: "
+         r"the directory /no/such/dir does not exist", env={"MLFLOW_TRACKING_URI": "sqlite:////no/such/dir/mlflow.db"}),
+    Case("runs-file-store-missing", ["charrnn", "runs"], r"the directory /no/such/store does not exist",
+         env={"MLFLOW_TRACKING_URI": "file:///no/such/store"}),
+    Case("generate-registered-no-store", ["charrnn", "generate", "--model", "models:/charrnn/1", "--prompt", "RO"],
+         r"no MLflow store at sqlite:///.*/mlruns/mlflow\.db yet"),
+    Case("generate-registered-unknown", ["charrnn", "generate", "--model", "models:/charrnn/3", "--prompt", "RO"],
+         r"models:/charrnn/3: .*\(store: sqlite:///.*mlflow\.db\)", lambda root: _store(root, "charrnn")),
+    Case("promote-full-width-digit", ["charrnn", "promote", "１"], r"no version of the registered model 'charrnn' comes from "
+         r"'１'", lambda root: _store(root, "charrnn")),
     # --- the environment ----------------------------------------------------------------------
     Case("python-missing", ["download"], r"CHARRNN_PYTHON=/no/such/python is not an executable file",
          env={"CHARRNN_PYTHON": "/no/such/python"}),
@@ -248,9 +298,31 @@ CASES = [
 ]
 
 
+def _store(root: Path, *experiments: str) -> None:
+    """The project's MLflow store, holding these (empty) experiments and a registered model 'charrnn'."""
+    from charrnn.tracking import runs
+
+    client = runs.client(runs.tracking_uri(root))
+    for name in experiments:
+        client.create_experiment(name)
+    client.create_registered_model("charrnn")
+
+
+def _poison(root: Path, value: float) -> None:
+    """One weight of the model's weights file overwritten with `value`, in place."""
+    import h5py
+
+    with h5py.File(root / "data/model/model.weights.h5", "r+") as f:
+        found = []
+        f.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)
+        data = found[-1][()]
+        data.flat[0] = value
+        found[-1][...] = data
+
+
 def _run(root: Path, command: list[str], env: dict | None = None, cwd: str = ".") -> subprocess.CompletedProcess:
-    env = {**os.environ, "CHARRNN_TRACKING": "0", **(env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CHARRNN_TMPDIR_OWNER")},
+           "CHARRNN_TRACKING": "0", **(env or {})}
     if command[0] == "charrnn":
         argv, out = command, None
         if ">" in command:
@@ -281,7 +353,9 @@ def test_hostile_input_ends_in_one_clear_error(built, tmp_path, case):
     shutil.copytree(built.root, root, symlinks=True)
     case.setup(root)
     before = snapshot(root)
-    proc = _run(root, case.command, case.env, case.cwd)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    proc = _run(root, case.command, {"TMPDIR": str(tmpdir), **case.env}, case.cwd)
     output = (proc.stdout or "") + proc.stderr
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1, output[-3000:]
@@ -289,6 +363,45 @@ def test_hostile_input_ends_in_one_clear_error(built, tmp_path, case):
     assert len(errors) == 1, output[-3000:]
     assert re.search(case.expect, errors[0] + "\n" + output), errors[0]
     assert snapshot(root) == before, "a failed command changed or left an output"
+    assert sorted(p.name for p in tmpdir.iterdir()) == [], "a failed command left files in TMPDIR"
+
+
+def _copy(built, tmp_path) -> Path:
+    root = tmp_path / "p"
+    shutil.copytree(built.root, root, symlinks=True)
+    return root
+
+
+def test_evaluate_reports_the_unk_fraction_and_warns_past_five_percent(built, tmp_path):
+    root = _copy(built, tmp_path)
+    text = shakespeare_like(3_000)
+    (root / "odd.txt").write_text("".join("¤" if i % 10 == 0 else c for i, c in enumerate(text)), encoding="utf-8")
+    proc = _run(root, ["charrnn", "evaluate", "--text", "odd.txt"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (warning,) = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert "10.0% of odd.txt's characters (read as utf-8) are not in the vocabulary of data/model" in warning
+    assert json.loads(proc.stdout)["unk_fraction"] == pytest.approx(0.1, abs=0.001)
+    clean = _run(root, ["charrnn", "evaluate", "--text", "corpus-src.txt"])
+    assert clean.returncode == 0 and "warning:" not in clean.stderr and json.loads(clean.stdout)["unk_fraction"] == 0.0
+
+
+def test_copy_metrics_over_no_ngram_are_null_with_their_reason(built, tmp_path):
+    root = _copy(built, tmp_path)
+    params(sample__copy_ngram=1000)(root)
+    proc = _run(root, ["sample"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((root / "metrics/samples.json").read_text(encoding="utf-8"))
+    assert metrics["copied_frac_1000"] is None and metrics["ngrams_1000"] == 0
+    assert "no 1000-gram to measure: the longest sample holds 40 character(s)" in metrics["unmeasured"]["copied_frac_1000"]
+    assert metrics["copied_frac_50"] is None and set(metrics["unmeasured"]) == {"copied_frac_1000", "copied_frac_50"}
+    assert 0 < metrics["distinct_4"] <= 1 and metrics["longest_copied"] > 0  # measured over the 40 characters
+    assert "warning: copied_frac_1000 is null: no 1000-gram" in proc.stderr
+    shown = subprocess.run([str(BIN / "dvc"), "metrics", "show", "metrics/samples.json", "--json"], cwd=root,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[""]["data"]["metrics/samples.json"]["data"]["ngrams_1000"] == 0
+    outputs = _run(root, ["charrnn", "outputs"])
+    assert outputs.returncode == 0 and "copying not measured (no 1000-gram to measure" in outputs.stdout, outputs.stderr
 
 
 def test_there_are_at_least_fifty_cases_over_every_class():

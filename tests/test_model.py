@@ -70,6 +70,24 @@ def edit_config(**changes):
     return edit
 
 
+def poison(path, value, which: int):
+    """Write `value` into one element of the `which`-th float dataset of the weights file, in place."""
+    import h5py
+
+    with h5py.File(path / "model.weights.h5", "r+") as f:
+        found = []
+        f.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)
+        dataset = found[which]
+        data = dataset[()]
+        data.flat[data.size // 2] = value
+        dataset[...] = data
+
+
+def edit_vocab(path, **changes):
+    vocab = json.loads((path / "vocab.json").read_text())
+    (path / "vocab.json").write_text(json.dumps({**vocab, **changes}))
+
+
 @pytest.mark.parametrize("edit,match", [
     (lambda p: (p / "config.json").unlink(), "no trained model here .*run `dvc repro train`"),
     (lambda p: (p / "vocab.json").unlink(), "vocab.json is missing"),
@@ -85,11 +103,17 @@ def edit_config(**changes):
     (lambda p: (p / "model.weights.h5").write_bytes(b"garbage" * 100), "model.weights.h5 is not a readable weights file"),
     (lambda p: (p / "model.weights.h5").write_bytes((p / "model.weights.h5").read_bytes()[:3000]),
      "model.weights.h5 is not a readable weights file"),
-    (lambda p: (p / "vocab.json").write_bytes(b'{"chars": ["\xff"], "counts": [1]}'), "not a charrnn vocabulary"),
-    (lambda p: (p / "vocab.json").write_text('{"chars": ["\\ud800"], "counts": [1]}'), "no lone surrogates"),
-    (lambda p: (p / "vocab.json").write_text('{"chars": ["a", "a"], "counts": [1, 1]}'), "distinct and sorted"),
-    (lambda p: (p / "vocab.json").write_text('{"chars": ["x", "y"], "counts": [1, 1]}'),
+    (lambda p: (p / "vocab.json").write_bytes(b'{"format": 1, "unk": "[UNK]", "chars": ["\xff"], "counts": [1]}'), "not a charrnn vocabulary"),
+    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["\\ud800"], "counts": [1]}'), "no lone surrogates"),
+    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["a", "a"], "counts": [1, 1]}'), "distinct and sorted"),
+    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["x", "y"], "counts": [1, 1]}'),
      "vocab.json is not the vocabulary .* was trained with"),
+    (lambda p: poison(p, np.nan, 0), r"model\.weights\.h5 holds NaN or infinite values \(in .*\): the file is damaged"),
+    (lambda p: poison(p, -np.inf, -1), r"model\.weights\.h5 holds NaN or infinite values"),
+    (lambda p: (p / "config.json").write_text("[" * 10_000 + "]" * 10_000), "config.json: not valid JSON .*nested"),
+    (lambda p: (p / "vocab.json").write_text('{"a": ' * 5000 + "1" + "}" * 5000), "vocab.json: not a charrnn .*nested"),
+    (lambda p: edit_vocab(p, unk=None), r"'unk' \(what id 0 stands for\) must be '\[UNK\]'"),
+    (lambda p: edit_vocab(p, format=0), r"'format' is 0; this charrnn reads format 1 only"),
 ])
 def test_a_broken_model_directory_is_one_clear_error(saved, tmp_path, edit, match):
     path = broken(saved, tmp_path, edit)

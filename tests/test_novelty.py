@@ -11,10 +11,13 @@ from charrnn.sampling import novelty
 def reference(corpus: str, samples: list[str], ngram: int, also: tuple[int, ...], distinct_n: int) -> dict:
     """copy_metrics by plain substring checks."""
     out = {"copy_ngram": ngram}
+    longest_sample = max(map(len, samples), default=0)
     for n in {ngram, *also}:
         grams = [s[i:i + n] for s in samples for i in range(len(s) - n + 1)]
-        out[f"copied_frac_{n}"] = sum(g in corpus for g in grams) / len(grams) if grams else 0.0
+        out[f"copied_frac_{n}"] = sum(g in corpus for g in grams) / len(grams) if grams else None
         out[f"ngrams_{n}"] = len(grams)
+        if not grams:
+            out.setdefault("unmeasured", {})[f"copied_frac_{n}"] = novelty.why_unmeasured(n, longest_sample)
     longest, text = 0, ""
     for s in samples:
         for i in range(len(s)):
@@ -26,7 +29,9 @@ def reference(corpus: str, samples: list[str], ngram: int, also: tuple[int, ...]
     out["longest_copied"] = longest
     out["longest_copied_text"] = text[:novelty.DISPLAY_CHARS]
     grams = [s[i:i + distinct_n] for s in samples for i in range(len(s) - distinct_n + 1)]
-    out[f"distinct_{distinct_n}"] = len(set(grams)) / len(grams) if grams else 0.0
+    out[f"distinct_{distinct_n}"] = len(set(grams)) / len(grams) if grams else None
+    if not grams:
+        out.setdefault("unmeasured", {})[f"distinct_{distinct_n}"] = novelty.why_unmeasured(distinct_n, longest_sample)
     return out
 
 
@@ -97,11 +102,19 @@ def test_cjk_and_astral_characters():
     assert got["longest_copied"] == 50 and got["longest_copied_text"] == corpus[40:90]
 
 
-def test_no_samples_gives_zeros():
-    zeros = {"copy_ngram": 20, "copied_frac_20": 0.0, "ngrams_20": 0, "copied_frac_50": 0.0, "ngrams_50": 0,
-             "longest_copied": 0, "longest_copied_text": "", "distinct_4": 0.0}
-    assert novelty.copy_metrics(["some training text"], []) == zeros
-    assert novelty.copy_metrics(["some training text"], ["", ""]) == zeros
+def test_figures_over_no_ngram_are_null_with_their_reason():
+    nothing = {"copy_ngram": 20, "copied_frac_20": None, "ngrams_20": 0, "copied_frac_50": None, "ngrams_50": 0,
+               "longest_copied": 0, "longest_copied_text": "", "distinct_4": None,
+               "unmeasured": {"copied_frac_20": novelty.why_unmeasured(20, 0), "copied_frac_50": novelty.why_unmeasured(50, 0),
+                              "distinct_4": novelty.why_unmeasured(4, 0)}}
+    assert novelty.copy_metrics(["some training text"], []) == nothing
+    assert novelty.copy_metrics(["some training text"], ["", ""]) == nothing
+    short = novelty.copy_metrics(["some training text"], ["some tr", "x"], ngram=1000, also=(5,))
+    assert short["copied_frac_1000"] is None and short["ngrams_1000"] == 0 and short["copied_frac_5"] == 1.0
+    assert set(short["unmeasured"]) == {"copied_frac_1000"}
+    assert "no 1000-gram to measure: the longest sample holds 7 character(s)" in short["unmeasured"]["copied_frac_1000"]
+    one = novelty.copy_metrics(["abc"], ["a", "b"], ngram=3, also=())
+    assert one["distinct_4"] is None and one["copied_frac_3"] is None and one["longest_copied"] == 1
     assert novelty.copy_metrics([], ["not in an empty corpus"])["longest_copied"] == 0
 
 

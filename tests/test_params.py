@@ -152,6 +152,14 @@ def test_all_problems_reported_at_once():
     ({"sample": {"temperature_grid": [0.5, 0]}}, "'sample.temperature_grid' must hold temperatures"),
     ({"data": {"source": " "}}, "'data.source' must not be empty"),
     ({"train": []}, "train must be a mapping of keys to values, got []"),
+    ({"tracking": {"registered_model": "team/charrnn"}}, "'tracking.registered_model' must be a registered-model name"),
+    ({"tracking": {"registered_model": "charrnn@v2"}}, "none of / : @ ' \" `"),
+    ({"tracking": {"registered_model": 'say "hi"'}}, "a models:/ URI can address"),
+    ({"tracking": {"registered_model": "r" * 257}}, "1 to 256 printable characters"),
+    ({"tracking": {"registered_model": "line\nbreak"}}, "'tracking.registered_model' must be"),
+    ({"tracking": {"registered_model": "..up"}}, "not starting with '..'"),
+    ({"tracking": {"experiment": "e" * 300}}, "'tracking.experiment' must be an MLflow experiment name: 1 to 256"),
+    ({"tracking": {"experiment": "trailing "}}, "no blank at either end"),
 ])
 def test_hostile_values_are_named(raw, message):
     with pytest.raises(ParamsError) as e:

@@ -250,3 +250,94 @@ def test_mlflow_models_serve_answers_invocations_with_the_generators_text(projec
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+# --- the command line against the registry: generate, promote, a store that refuses ----------------
+
+CHARRNN = Path(sys.prefix) / "bin" / "charrnn"
+
+
+def charrnn(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`charrnn ...` in the project, with a TMPDIR of its own (project/tmpdir) to check for leftovers."""
+    (project / "tmpdir").mkdir(exist_ok=True)
+    env = {**os.environ, "CHARRNN_TRACKING": "1", "TMPDIR": str(project / "tmpdir"), **(env or {})}
+    for name in ("CHARRNN_TMPDIR_OWNER", *(() if "MLFLOW_TRACKING_URI" in env else ("MLFLOW_TRACKING_URI",))):
+        env.pop(name, None)
+    return subprocess.run([str(CHARRNN), *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+
+def one_error(proc: subprocess.CompletedProcess) -> str:
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in output and len(errors) == 1, output[-3000:]
+    return errors[0]
+
+
+def test_generate_takes_a_registered_model_uri_as_serve_does(project, exported):
+    trained_run(project, exported)
+    registry.promote(project, "charrnn", "1", "champion")
+    expected = text(exported, ["ROMEO:", "ab"], 12, 0.8, 3, 0, 1.0)
+    for uri in ("models:/charrnn/1", "models:/charrnn@champion"):
+        proc = charrnn(project, "generate", "--model", uri, "--prompt", "ROMEO:", "--prompt", "ab", "--num-chars", "12",
+                       "--seed", "3", "--temperature", "0.8")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout == "\n\n".join(expected) + "\n"
+    store = str(project / "mlruns" / "mlflow.db")
+    for uri, says in [("models:/charrnn/7", "Model Version"), ("models:/charrnn@nobody", "alias"),
+                      ("models:/other/1", "other")]:
+        error = one_error(charrnn(project, "generate", "--model", uri, "--prompt", "ab"))
+        assert uri in error and says in error and store in error, error
+    assert list((project / "tmpdir").iterdir()) == []  # the downloaded copies are gone
+
+
+def test_promote_takes_ascii_digits_only(project, exported):
+    trained_run(project, exported)
+    error = one_error(charrnn(project, "promote", "１", "--name", "charrnn"))
+    assert "no version of the registered model 'charrnn' comes from '１'" in error
+    error = one_error(charrnn(project, "promote", "1", "--name", "char/rnn"))
+    assert "--name must be a registered-model name MLflow accepts" in error
+    assert charrnn(project, "promote", "1", "--name", "charrnn").returncode == 0
+
+
+@pytest.mark.parametrize("lock, says", [("IMMEDIATE", "setting the alias 'champion' failed"),
+                                        ("EXCLUSIVE", "mlflow.db")])
+def test_a_locked_store_says_locked_and_retry(project, exported, lock, says):
+    import sqlite3
+
+    trained_run(project, exported)
+    db = project / "mlruns" / "mlflow.db"
+    holder = sqlite3.connect(db, timeout=0, isolation_level=None)
+    holder.execute(f"BEGIN {lock}")
+    try:
+        error = one_error(charrnn(project, "promote", "1", "--name", "charrnn"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert says in error and "locked by another process" in error and "retry" in error, error
+    assert "move the file away" not in error
+    client = tracking.client(tracking.tracking_uri(project))
+    assert client.get_registered_model("charrnn").aliases == {}
+
+
+@pytest.fixture
+def read_only_copy(tmp_path):
+    """A directory that becomes a read-only file system (tmpfs remounted ro) after `fill(source)`."""
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def fill(source: Path) -> Path:
+        shutil.copytree(source, disk / "mlruns")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        return disk / "mlruns"
+    yield fill
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_promote_into_a_read_only_store_is_one_error(project, exported, read_only_copy):
+    trained_run(project, exported)
+    store = read_only_copy(project / "mlruns")
+    proc = charrnn(project, "promote", "1", "--name", "charrnn", env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"})
+    error = one_error(proc)
+    assert "setting the alias 'champion' failed" in error and "cannot be written" in error, error

@@ -2,6 +2,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -269,8 +270,27 @@ def test_a_failing_call_warns_once_then_the_run_is_a_no_op(root, tmp_path, caplo
             run.log_metrics({"loss": 1.0}, step=0)
     assert len([r for r in caplog.records if r.name == "charrnn.tracking"]) == 1
     got = client(root).get_run(run.run_id)
-    assert got.info.status == "FINISHED"  # still ended, not left RUNNING
+    assert got.info.status == "FAILED"  # ended, not left RUNNING, and not FINISHED: it lost a write
+    assert "partial" in got.data.tags[tracking.INCOMPLETE_TAG]
     assert "loss" not in got.data.metrics
+    assert list(runs.frame(root)["status"]) == ["FAILED (incomplete)"]
+
+
+def test_a_run_left_running_by_a_process_that_is_gone_is_shown_incomplete_then_ended_failed(root):
+    """A full store refuses even the end of a run; the next run opened in the experiment ends it."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with tracking.train_run(Params(), root) as left:
+        pass
+    c = client(root)
+    c.update_run(left.run_id, status="RUNNING")
+    c.set_tag(left.run_id, tracking.PROCESS_TAG, f"{socket.gethostname()}:{gone.stdout.strip()}")
+    assert list(runs.frame(root)["status"]) == ["INCOMPLETE (its process is gone)"]
+    assert c.get_run(left.run_id).info.status == "RUNNING"  # reading never repairs
+    with tracking.train_run(Params(), root) as live:
+        assert c.get_run(left.run_id).info.status == "FAILED"
+        assert "refused writes" in c.get_run(left.run_id).data.tags[tracking.INCOMPLETE_TAG]
+        assert list(runs.frame(root)["status"]) == ["RUNNING", "FAILED (incomplete)"]  # this process is alive
+    assert c.get_run(live.run_id).info.status == "FINISHED"
 
 
 def test_default_uri_is_an_absolute_sqlite_path_under_root(root, env, tmp_path):
@@ -321,7 +341,9 @@ def test_runs_table_sorts_by_held_out_bpc_and_filters_by_experiment(root):
     assert list(frame.columns[-3:]) == ["held_out_bpc", "held_out_loss", "copied_frac_20"]
     assert list(frame["experiment"]) == ["other", EXPERIMENT, EXPERIMENT, EXPERIMENT]
     assert list(runs.frame(root, EXPERIMENT)["train.units"]) == ["32", "8", "16"]
-    assert runs.frame(root, "no-such-experiment").empty
+    with pytest.raises(tracking.TrackingError, match=f"there is no experiment 'no-such-experiment' in the MLflow store "
+                       f"sqlite:///.*; it holds: 'Default', '{EXPERIMENT}', 'other'"):
+        runs.frame(root, "no-such-experiment")
 
 
 def test_reading_runs_without_a_store_or_from_an_empty_file_writes_nothing(tmp_path, env):
@@ -368,3 +390,43 @@ def test_outside_a_project_is_a_clear_error(tmp_path):
 
     with pytest.raises(paths.ProjectError, match="not inside a charrnn project"):
         paths.project_root(tmp_path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB file system (tmpfs) at tmp_path/disk, `grow()` to 64 MiB; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)  # lazy: MLflow's engines keep the db open
+
+
+def test_a_store_whose_creation_a_full_disk_cut_short_is_made_anew_once_there_is_space(small_disk, env, tmp_path):
+    uri = f"sqlite:///{small_disk}/mlflow.db"
+    env.setenv("MLFLOW_TRACKING_URI", uri)
+    made = subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient({uri!r}).search_experiments()"],
+                          capture_output=True, text=True)  # MLflow's own creation in another process, cut short
+    assert made.returncode != 0 and "database or disk is full" in made.stderr, made.stderr[-2000:]
+    husk = (small_disk / "mlflow.db").read_bytes()
+    assert husk and tracking.search_runs(tmp_path) == []  # no runs, and reading it writes nothing
+    with pytest.raises(Exception, match="database or disk is full"):
+        tracking.prepare_store(uri)  # still full: the attempt is undone, the file left as it was
+    assert (small_disk / "mlflow.db").read_bytes() == husk
+    assert sorted(p.name for p in small_disk.iterdir()) == [".mlflow.db.lock", "mlflow.db"]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    run_id = train(tmp_path)
+    assert run_id is not None
+    assert [r["status"] for r in tracking.search_runs(tmp_path)] == ["FINISHED"]
+    assert not [p.name for p in small_disk.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+
+
+def test_a_new_store_is_created_complete_or_not_at_all(tmp_path, env):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    tracking.prepare_store(uri)
+    assert tracking._complete(tmp_path / "mlruns" / "mlflow.db")
+    before = (tmp_path / "mlruns" / "mlflow.db").read_bytes()
+    tracking.prepare_store(uri)  # complete: left alone
+    assert (tmp_path / "mlruns" / "mlflow.db").read_bytes() == before

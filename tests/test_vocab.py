@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -74,6 +76,32 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(VocabError, match="not a charrnn vocabulary"):
         Vocabulary.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("unk"), r"'unk' \(what id 0 stands for\) must be '\[UNK\]', got None"),
+    (lambda d: d.update(unk="<unk>"), r"must be '\[UNK\]', got '<unk>'"),
+    (lambda d: d.update(format=2), r"'format' is 2; this charrnn reads format 1 only"),
+    (lambda d: d.update(format="1"), r"'format' is '1'"),
+    (lambda d: d.update(format=True), r"'format' is True"),
+    (lambda d: d.pop("format"), r"'format' is None"),
+    (lambda d: d.update(merges=[]), r"unknown keys \['merges'\]"),
+    (lambda d: d.update(chars=["[UNK]", "a"]), r"single characters"),
+])
+def test_a_vocabulary_of_another_format_or_without_its_unk_is_refused(tmp_path, edit, match):
+    data = json.loads(vocab_of("abc").to_json())
+    edit(data)
+    (tmp_path / "v.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(VocabError, match=r"v\.json: not a charrnn vocabulary \(.*" + match):
+        Vocabulary.load(tmp_path / "v.json")
+
+
+@pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000, '{"chars": ' + "[" * 65 + "]" * 65 + "}",
+                                  '{"a": ' * 3000 + "1" + "}" * 3000])
+def test_deeply_nested_json_is_a_vocab_error(tmp_path, text):
+    (tmp_path / "v.json").write_text(text, encoding="utf-8")
+    with pytest.raises(VocabError, match="JSON nested more than 64 levels deep"):
+        Vocabulary.load(tmp_path / "v.json")
 
 
 def test_chunked_counting_equals_whole(tmp_path):

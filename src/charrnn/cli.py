@@ -43,14 +43,26 @@ def cmd_generate(args) -> None:
         raise UsageError(f"--max-chars must be at least 1, got {args.max_chars}")
     settings = SamplingSettings.parse({name: getattr(args, name) for name in SamplingSettings.names()},
                                       max_chars=args.max_chars)
+    engine, vocab = _engine(args.model)
+    for warning in check_prompts(vocab, args.prompt):
+        print(f"warning: {warning}", file=sys.stderr)
+    pieces = engine.stream(args.prompt, settings, vocab, max_chars=args.max_chars)
+    write_streams(args.prompt, pieces, sys.stdout)
+
+
+def _engine(model: str):
+    """(generation engine, vocabulary) of a model directory or, as `charrnn serve` resolves it, of a
+    registered model (models:/name@alias, models:/name/version) in this project's store."""
+    if model.startswith("models:/"):
+        from charrnn.serve import served
+
+        loaded = served.load(model)
+        return loaded.engine, loaded.vocab
     from charrnn.nn import network
     from charrnn.sampling import generation
 
-    model, vocab = network.load(args.model)
-    for warning in check_prompts(vocab, args.prompt):
-        print(f"warning: {warning}", file=sys.stderr)
-    pieces = generation.Generator(model, vocab).stream(args.prompt, settings, max_chars=args.max_chars)
-    write_streams(args.prompt, pieces, sys.stdout)
+    keras_model, vocab = network.load(model)
+    return generation.Engine(generation.Generator(keras_model, vocab)), vocab
 
 
 def write_streams(prompts: list[str], pieces, out) -> None:
@@ -85,8 +97,29 @@ def cmd_evaluate(args) -> None:
 
     text = corpus.normalize(corpus.decode(Path(args.text).read_bytes(), args.encoding))
     model, vocab = network.load(args.model)
-    result = evaluation.held_out_loss(model, vocab.encode(text), args.batch_size, args.seq_length)
-    print(json.dumps(result, indent=2))
+    ids = vocab.encode(text)
+    unk = unknown_fraction(ids, args)
+    result = evaluation.held_out_loss(model, ids, args.batch_size, args.seq_length)
+    print(json.dumps({**result, "unk_fraction": unk}, indent=2))
+
+
+UNK_WARN, UNK_REFUSE = 0.05, 0.5  # fractions of a text outside the model's vocabulary
+
+
+def unknown_fraction(ids, args) -> float:
+    """How much of the text is [UNK] to the model: a loss over characters the model never saw
+    measures nothing, so past UNK_REFUSE it is an error (a wrong --encoding, another language)."""
+    from charrnn.data.vocab import UNK, UNK_ID
+
+    fraction = float((ids == UNK_ID).mean()) if len(ids) else 0.0
+    said = (f"{fraction:.1%} of {args.text}'s characters (read as {args.encoding}) are not in the vocabulary of "
+            f"{args.model} and count as {UNK}")
+    if fraction > UNK_REFUSE:
+        raise UsageError(f"{said}: the loss would measure nothing; check --encoding, or evaluate a model trained "
+                         "on text like this one")
+    if fraction > UNK_WARN:
+        print(f"warning: {said}; the loss says little about those", file=sys.stderr)
+    return fraction
 
 
 def cmd_info(args) -> None:
@@ -113,9 +146,11 @@ def cmd_outputs(args) -> None:
               f"{_number(held_out, 'perplexity', paths.HELD_OUT):.3f}, {_number(held_out, 'bpc', paths.HELD_OUT):.4f} bits/char")
     copying = metricfiles.read_metrics(paths.SAMPLE_METRICS)
     if copying is not None and "copy_ngram" in copying:
-        n = copying["copy_ngram"]
-        print(f"samples: {_number(copying, f'copied_frac_{n}', paths.SAMPLE_METRICS):.1%} of {n}-grams occur in the "
-              f"training text; longest copied span {copying.get('longest_copied')} characters")
+        n, unmeasured = copying["copy_ngram"], copying.get("unmeasured") or {}
+        copied = (f"{_number(copying, f'copied_frac_{n}', paths.SAMPLE_METRICS):.1%} of {n}-grams occur in the "
+                  "training text" if f"copied_frac_{n}" not in unmeasured
+                  else f"copying not measured ({unmeasured[f'copied_frac_{n}']})")
+        print(f"samples: {copied}; longest copied span {copying.get('longest_copied')} characters")
     for sample in sorted(paths.SAMPLES.glob("sample-*.txt"))[:1]:
         print(f"\n{sample}:\n{sample.read_text(encoding='utf-8', errors='replace')[:400]}")
 
@@ -144,6 +179,8 @@ def cmd_promote(args) -> None:
     from charrnn import tracking
 
     root = paths.project_root()
+    if args.name is not None:
+        check("--name", "tracking.registered_model", args.name)
     name = args.name or Params.load(root / paths.PARAMS).tracking.registered_model
     version = tracking.promote(root, name, args.target, args.alias)
     bpc = version.tags.get(tracking.HELD_OUT_BPC_TAG, "?")
@@ -163,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
     defaults = Params().sample
 
     g = sub.add_parser("generate", help="generate text after one or more prompts")
-    g.add_argument("--model", default=str(paths.MODEL), help="model directory (default: %(default)s)")
+    g.add_argument("--model", default=str(paths.MODEL),
+                   help="model directory, or models:/<name>@<alias> or models:/<name>/<version> (default: %(default)s)")
     g.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
     g.add_argument("--num-chars", type=int, default=defaults.num_chars, help="characters to generate per prompt")
     g.add_argument("--temperature", type=float, default=defaults.temperature, help="> 0; lower is more conservative")

@@ -15,6 +15,37 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+MAX_JSON_DEPTH = 64  # far beyond any file the project writes (a config's clusters: 3 levels)
+
+
+def loads_json(text: str):
+    """json.loads for every JSON file the project reads. Nesting deeper than MAX_JSON_DEPTH (a
+    hostile file of 10,000 levels, which Python's parser meets with a RecursionError) is a
+    ValueError, as any other malformed JSON is, so each reader reports it as its own one error."""
+    too_deep = ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    if _too_deep(data):
+        raise too_deep
+    return data
+
+
+def read_json(path: str | Path):
+    """A JSON file's content (UTF-8); OSError, UnicodeDecodeError or ValueError if it cannot be read."""
+    return loads_json(Path(path).read_text(encoding="utf-8"))
+
+
+def _too_deep(data) -> bool:
+    level = [data]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [child for node in level if isinstance(node, (list, dict))
+                 for child in (node.values() if isinstance(node, dict) else node)]
+        if not level:
+            return False
+    return any(isinstance(node, (list, dict)) for node in level)
+
 
 def dumps_json(obj) -> str:
     """Canonical JSON: sorted keys, fixed indent, UTF-8 characters kept, trailing newline."""

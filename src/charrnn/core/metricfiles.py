@@ -7,7 +7,6 @@ data/samples/ and data/generator/) record the first digits of their model's cont
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from charrnn.core import files, paths
@@ -32,7 +31,7 @@ def model_id(full_hash: str) -> str:
 def read_metrics(path: Path) -> dict | None:
     """A metrics file's content, None if it is missing; an OutputsError if it is not a JSON object."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = files.read_json(path)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as e:

@@ -34,6 +34,8 @@ MAX_PROMPTS = 1_024
 # below this, to a denormal that the CPU flushes to zero) and a larger one to infinity.
 FLOAT32_TINY = 1.1754944e-38
 FLOAT32_MAX = 3.4028234e38
+MLFLOW_NAME_MAX = 256  # MLflow's SQL stores hold experiment and registered-model names in VARCHAR(256)
+MODEL_NAME_FORBIDDEN = "/:@'\"`"  # MLflow refuses / and :, a models:/ URI splits at @, its search filters at quotes
 
 
 class ParamsError(CharrnnError, ValueError):
@@ -46,6 +48,17 @@ class ParamsError(CharrnnError, ValueError):
         else:
             lines = "\n".join(f"  - {p}" for p in problems)
             super().__init__(f"{path}: {len(problems)} problems:\n{lines}")
+
+
+def _mlflow_name(v: str, forbidden: str = "") -> bool:
+    return (v == v.strip() != "" and len(v) <= MLFLOW_NAME_MAX and v.isprintable()
+            and not any(c in v for c in forbidden))
+
+
+def _model_name(v: str) -> bool:
+    """MLflow's registered-model rule (utils/validation.py: no / or :, not a path that normalises
+    differently: '.', '..x') and the project's: a models:/name@alias URI and a search filter can name it."""
+    return _mlflow_name(v, MODEL_NAME_FORBIDDEN) and v != "." and not v.startswith("..")
 
 
 def _is_text_codec(name: str) -> bool:
@@ -108,6 +121,11 @@ _RULES = {
         lambda v: v is None or (len(v) == 64 and all(c in "0123456789abcdef" for c in v.lower())),
         "must be 64 hex digits (a sha256) or null",
     ),
+    "experiment_name": (_mlflow_name, f"must be an MLflow experiment name: 1 to {MLFLOW_NAME_MAX} printable "
+                                      "characters, no blank at either end"),
+    "model_name": (_model_name, f"must be a registered-model name MLflow accepts and a models:/ URI can address: 1 to "
+                                f"{MLFLOW_NAME_MAX} printable characters, none of {' '.join(MODEL_NAME_FORBIDDEN)}, "
+                                "no blank at either end, not starting with '..'"),
     "nonempty": (lambda v: len(v) > 0 and (not isinstance(v, str) or v.strip() != ""), "must not be empty"),
     "text_codec": (_is_text_codec, "must name a text encoding Python knows, such as utf-8, gb18030, latin-1"),
     "prompts": (lambda v: len(v) <= MAX_PROMPTS and all(p and _encodable(p) for p in v),
@@ -185,8 +203,8 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class TrackingParams:
     enabled: bool = True
-    experiment: str = field(default="charrnn", metadata=_rule("nonempty"))
-    registered_model: str = field(default="charrnn", metadata=_rule("nonempty"))  # MLflow Model Registry name
+    experiment: str = field(default="charrnn", metadata=_rule("experiment_name"))
+    registered_model: str = field(default="charrnn", metadata=_rule("model_name"))  # MLflow Model Registry name
 
 
 @dataclass(frozen=True)

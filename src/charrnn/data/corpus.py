@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from http.client import HTTPException
+from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 
 from tqdm import tqdm
@@ -285,15 +285,25 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
     with files.atomic_path(dest) as tmp:
         try:
             with opener.open(request, timeout=TIMEOUT_S) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
+                total = response.length  # http.client's reading of Content-Length (None: absent or chunked)
                 with open(tmp, "wb") as out, tqdm(
                     total=total, unit="B", unit_scale=True, desc=Path(parts.path).name or "download",
                     file=sys.stderr, disable=None, leave=False,
                 ) as bar:
+                    received = 0
                     while block := response.read(1 << 20):
                         out.write(block)
                         digest.update(block)
                         bar.update(len(block))
+                        received += len(block)
+                # http.client ends a body cut short by a closed connection as if it were complete.
+                if total is not None and received < total:
+                    raise CorpusError(f"download failed: {shown}: the connection closed after {received:,} of the "
+                                      f"{total:,} bytes the server announced (Content-Length); nothing was written, "
+                                      "try again")
+        except IncompleteRead:
+            raise CorpusError(f"download failed: {shown}: the connection closed before the chunked transfer's last "
+                              "chunk; nothing was written, try again") from None
         except urllib.error.HTTPError as e:
             raise CorpusError(f"download failed: {shown}: HTTP {e.code} {redact(e.reason)}") from None
         except urllib.error.URLError as e:

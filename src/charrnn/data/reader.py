@@ -20,7 +20,7 @@ def load_meta(records_dir: str | Path) -> RecordsMeta:
     path = _join(records_dir, META)
     if not tf.io.gfile.exists(path):
         raise RecordsError(f"{path} not found (run `dvc repro make_tfrecords`)")
-    return RecordsMeta.from_json(tf.io.gfile.GFile(path, "r").read())
+    return RecordsMeta.from_json(tf.io.gfile.GFile(path, "r").read(), path)
 
 
 def read_windows(records_dir: str | Path, split: str, offset: int | None = None):

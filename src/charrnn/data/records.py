@@ -8,8 +8,7 @@ block of windows at a time, in bounded memory.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -54,16 +53,27 @@ class RecordsMeta:
     val_shards: list[str]
 
     @classmethod
-    def from_json(cls, text: str) -> "RecordsMeta":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str, where: str = META) -> "RecordsMeta":
+        """meta.json's content; anything but an object with exactly the fields is a RecordsError."""
+        try:
+            raw = files.loads_json(text)
+        except ValueError as e:
+            raise RecordsError(f"{where}: not valid JSON ({e}); run `dvc repro make_tfrecords`") from None
+        names = [f.name for f in fields(cls)]
+        if not isinstance(raw, dict) or sorted(raw) != sorted(names):
+            raise RecordsError(f"{where}: not a charrnn records description (expected an object with the keys "
+                               f"{names}); run `dvc repro make_tfrecords`")
+        return cls(**raw)
 
     @classmethod
     def load(cls, records_dir: str | Path) -> "RecordsMeta":
         path = Path(records_dir) / META
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
+            return cls.from_json(path.read_text(encoding="utf-8"), str(path))
         except FileNotFoundError:
             raise RecordsError(f"{path} not found (run `dvc repro make_tfrecords`)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise RecordsError(f"{path} cannot be read ({e}); run `dvc repro make_tfrecords`") from None
 
 
 def write_records(corpus: str | Path, vocab: Vocabulary, out_dir: str | Path, seq_length: int,

@@ -92,7 +92,8 @@ class Split:
 
     def prompts(self, count: int = 3, max_chars: int = 40) -> list[str]:
         """`count` prompts from the held-out text, whatever the corpus's language: at evenly
-        spaced places, the first line after that place that holds something, up to `max_chars`."""
+        spaced places, the first line after that place that holds something, up to `max_chars`.
+        A SplitError when there is none (a held-out text of blank lines)."""
         prompts = []
         for i in range(count):
             start = self.at + (self.chars - self.at) * i // count
@@ -102,6 +103,12 @@ class Split:
             line = next((line for line in window.split("\n") if line.strip()), "")
             if line:
                 prompts.append(line[:max_chars])
+        if not prompts:
+            raise SplitError(
+                f"the held-out text (characters {self.at:,} to {self.chars:,} of {self.corpus}) has no usable line "
+                "to draw a sample prompt from: near each place looked at it is blank lines only; set "
+                "sample.prompts (e.g. `dvc exp run -S 'sample.prompts=[\"ROMEO:\"]'`), or change data.val_fraction "
+                "or the corpus so that its last part holds text")
         return prompts
 
 

@@ -6,7 +6,6 @@ at tens of MB/s and thousands of distinct characters (CJK) cost nothing extra.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +17,7 @@ from charrnn.core.errors import CharrnnError
 
 UNK = "[UNK]"
 UNK_ID = 0
+FORMAT = 1  # vocab.json's layout: {"format", "unk", "chars", "counts"}
 _MAX_CODE_POINT = 0x110000
 CHUNK_CHARS = 1 << 22  # characters per chunk when streaming a corpus
 
@@ -113,26 +113,38 @@ class Vocabulary:
         return sorted({c for c in text if self.encode(c)[0] == UNK_ID})
 
     def to_json(self) -> str:
-        return files.dumps_json({"format": 1, "unk": UNK, "chars": list(self.chars), "counts": list(self.counts)})
+        return files.dumps_json({"format": FORMAT, "unk": UNK, "chars": list(self.chars), "counts": list(self.counts)})
 
     def save(self, path: str | Path) -> None:
         files.write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
-        """Read a vocabulary file; anything but a well-formed one is a VocabError."""
+        """Read a vocabulary file; anything but a well-formed one of FORMAT is a VocabError."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or not isinstance(data.get("chars"), list) \
-                    or not isinstance(data.get("counts"), list):
-                raise VocabError("expected an object with the lists 'chars' and 'counts'")
-            return cls(tuple(data["chars"]), tuple(data["counts"]))
+            return cls.from_dict(files.read_json(path))
         except FileNotFoundError:
             raise VocabError(f"{path}: vocabulary not found (run `dvc repro build_vocab`)") from None
         except IsADirectoryError:
             raise VocabError(f"{path}: is a directory, not a vocabulary file") from None
         except (VocabError, UnicodeDecodeError, ValueError) as e:  # json's errors are ValueErrors
             raise VocabError(f"{path}: not a charrnn vocabulary ({e})") from None
+
+    @classmethod
+    def from_dict(cls, data) -> "Vocabulary":
+        """What to_json wrote: the format version, the [UNK] entry that id 0 stands for, and the
+        kept characters with their counts. A file without them, or of another version, would
+        load into ids that mean something else to the model, so it is refused."""
+        if not isinstance(data, dict) or not isinstance(data.get("chars"), list) \
+                or not isinstance(data.get("counts"), list):
+            raise VocabError("expected an object with the lists 'chars' and 'counts'")
+        if type(data.get("format")) is not int or data["format"] != FORMAT:
+            raise VocabError(f"'format' is {data.get('format')!r}; this charrnn reads format {FORMAT} only")
+        if data.get("unk") != UNK:
+            raise VocabError(f"'unk' (what id {UNK_ID} stands for) must be {UNK!r}, got {data.get('unk')!r}")
+        if unknown := set(data) - {"format", "unk", "chars", "counts"}:
+            raise VocabError(f"unknown keys {sorted(unknown)}")
+        return cls(tuple(data["chars"]), tuple(data["counts"]))
 
     @property
     def fingerprint(self) -> str:

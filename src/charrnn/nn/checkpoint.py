@@ -21,6 +21,8 @@ from pathlib import Path
 
 import keras
 
+from charrnn.core import files
+
 STATE = "state.json"
 
 
@@ -85,7 +87,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
         if self.dir is None or not (self.dir / STATE).is_file():
             return None
         try:
-            return json.loads((self.dir / STATE).read_text(encoding="utf-8"))
+            return files.read_json(self.dir / STATE)
         except (OSError, ValueError):
             return None
 

@@ -12,11 +12,11 @@ leaves these keys out, so its config.json is what it was before they existed.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
+from charrnn.core import files
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import problem
 from charrnn.data.vocab import VocabError, Vocabulary
@@ -144,7 +144,7 @@ def read(path: str | Path) -> ModelDir:
         raise ModelError(f"{path}: no trained model here (expected {CONFIG}, {WEIGHTS} and {VOCAB}; "
                          "run `dvc repro train`)")
     try:
-        raw = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        raw = files.read_json(path / CONFIG)
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelError(f"{path / CONFIG}: not valid JSON ({e})") from None
     config = ModelConfig.from_dict(raw, str(path / CONFIG))
@@ -169,17 +169,37 @@ def check_weights(weights: Path, config: ModelConfig) -> None:
     multiset, so layer naming does not matter)."""
     import h5py
 
+    stored, broken = [], []
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset):
+            stored.append(tuple(item.shape))
+            if item.dtype.kind == "f" and not _all_finite(item):
+                broken.append(name)
+
     try:
         with h5py.File(weights, "r") as f:
-            stored = []
-            f.visititems(lambda name, item: stored.append(tuple(item.shape)) if isinstance(item, h5py.Dataset) else None)
+            f.visititems(visit)
     except FileNotFoundError:
         raise ModelError(f"{weights} is missing: the model directory is incomplete; run `dvc repro train`") from None
     except (OSError, ValueError, KeyError, RuntimeError) as e:  # h5py's errors for truncated or foreign files
         raise ModelError(f"{weights} is not a readable weights file ({e}); run `dvc repro train`") from None
+    if broken:
+        raise ModelError(f"{weights} holds NaN or infinite values (in {', '.join(broken[:3])}"
+                         f"{', ...' if len(broken) > 3 else ''}): the file is damaged or was edited; "
+                         "restore it or retrain with `dvc repro train`")
     if sorted(stored) != sorted(config.weight_shapes()):
         raise ModelError(f"{weights.parent / CONFIG} does not match {weights.name}: the config ({_describe(config)}) "
                          f"needs weights of shapes {sorted(config.weight_shapes())}, the file holds {sorted(stored)}")
+
+
+def _all_finite(dataset, rows: int = 1 << 16) -> bool:
+    """Every value of an h5py dataset is finite, read a block of rows at a time (bounded memory)."""
+    import numpy as np
+
+    if dataset.ndim == 0:
+        return bool(np.isfinite(dataset[()]))
+    return all(np.isfinite(dataset[i:i + rows]).all() for i in range(0, dataset.shape[0], rows))
 
 
 def _describe(config: ModelConfig) -> str:

@@ -56,10 +56,11 @@ def copy_metrics(training_text_chunks: Iterable[str], samples: list[str], ngram:
       copy_ngram: `ngram`;
       copied_frac_{n}, ngrams_{n} for n in (ngram, *also): the fraction of the samples' n-grams
         (every position, no n-gram across two samples) that occur verbatim in the training text,
-        and how many n-grams there are (0, and a fraction of 0.0, if the samples are shorter);
+        and how many n-grams there are (0, and a fraction of None, if the samples are shorter);
       longest_copied, longest_copied_text: the length of the longest span of a sample that occurs
         verbatim, and that span (the first in sample order, cut to DISPLAY_CHARS characters);
-      distinct_{distinct_n}: distinct n-grams / n-gram positions over the samples pooled (0.0 if none).
+      distinct_{distinct_n}: distinct n-grams / n-gram positions over the samples pooled (None if none);
+      unmeasured (only when a figure is None): {figure: why it is None}.
     """
     if iter(training_text_chunks) is training_text_chunks:
         raise TypeError("copy_metrics reads the training text several times: pass a list of chunks "
@@ -74,15 +75,28 @@ def copy_metrics(training_text_chunks: Iterable[str], samples: list[str], ngram:
 
     matched = windows.find_in(training_text_chunks, {n: windows.all(n) for n in lengths})
     out: dict = {"copy_ngram": ngram}
+    unmeasured = {}
     for n in lengths:
         total = sum(m.size for m in matched[n])
-        out[f"copied_frac_{n}"] = sum(int(m.sum()) for m in matched[n]) / total if total else 0.0
+        out[f"copied_frac_{n}"] = sum(int(m.sum()) for m in matched[n]) / total if total else None
         out[f"ngrams_{n}"] = total
+        if not total:
+            unmeasured[f"copied_frac_{n}"] = why_unmeasured(n, max(windows.sizes, default=0))
     length, sample, start = _longest_copied(training_text_chunks, windows, matched)
     out["longest_copied"] = length
     out["longest_copied_text"] = samples[sample][start:start + min(length, DISPLAY_CHARS)] if length else ""
     out[f"distinct_{distinct_n}"] = windows.distinct_ratio(distinct_n)
+    if out[f"distinct_{distinct_n}"] is None:
+        unmeasured[f"distinct_{distinct_n}"] = why_unmeasured(distinct_n, max(windows.sizes, default=0))
+    if unmeasured:
+        out["unmeasured"] = unmeasured
     return out
+
+
+def why_unmeasured(n: int, longest: int) -> str:
+    """Why a figure over the samples' n-grams is null: there are none (0.0 would read as "new text")."""
+    return (f"no {n}-gram to measure: the longest sample holds {longest} character(s) after its prompt; "
+            f"raise sample.num_chars above {n - 1} or lower the n-gram length")
 
 
 class _RollingHash:
@@ -152,9 +166,9 @@ class _SampleWindows:
         return np.concatenate([np.zeros(0, dtype=np.uint64)]
                               + [self.hasher.windows(p, n)[s] for p, s in zip(self.prefixes, selection)])
 
-    def distinct_ratio(self, n: int) -> float:
+    def distinct_ratio(self, n: int) -> float | None:
         hashes = self.hashes(n, self.all(n))
-        return len(np.unique(hashes)) / len(hashes) if len(hashes) else 0.0
+        return len(np.unique(hashes)) / len(hashes) if len(hashes) else None
 
     def find_in(self, chunks: Iterable[str], candidates: dict[int, list[np.ndarray]]) -> dict[int, list[np.ndarray]]:
         """One pass over the corpus (none if there is nothing to look for): for each length n, which

@@ -6,14 +6,13 @@ card says less. The card names no path of the serving machine: a model directory
 relative to its project (or by its own name), a local corpus by its file name."""
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from charrnn.core import paths
+from charrnn.core import files, paths
 from charrnn.core.errors import CharrnnError
 from charrnn.core.redact import redact
 from charrnn.core.stage import remove_on_exit
@@ -124,7 +123,7 @@ def _default_prompt(params: dict, vocab) -> str:
     """The playground's first prompt: the model's own first sample prompt when its run had one,
     else its vocabulary's most frequent character that is not blank."""
     try:
-        prompts = json.loads(params.get("sample.prompts", "[]"))
+        prompts = files.loads_json(params.get("sample.prompts", "[]"))
         if isinstance(prompts, list) and prompts and isinstance(prompts[0], str) and prompts[0]:
             return prompts[0]
     except ValueError:

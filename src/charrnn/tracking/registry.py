@@ -178,7 +178,7 @@ def find_version(root: Path, name: str, target: str) -> Version:
 
     client = _read_client(root)
     try:
-        if target.isdigit():
+        if target.isascii() and target.isdigit():  # str.isdigit alone takes '１' (full-width) for 1
             found = [client.get_model_version(name, target)]
         else:
             versions = client.search_model_versions(f"name = '{_quoted(name)}'")
@@ -202,11 +202,14 @@ def _version(v) -> Version:
 
 def promote(root: Path, name: str, target: str, alias: str) -> Version:
     """Point `alias` (e.g. champion) at the version `target` names; models:/name@alias then loads it."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,254}", alias) or re.fullmatch(r"v\d+|latest", alias, re.I):
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,254}", alias) or re.fullmatch(r"v[0-9]+|latest", alias, re.I):
         raise RegistryError(f"alias {alias!r} is not usable: letters, digits, '_' and '-', not starting with a "
                             "digit, and not 'latest' or v<number>")
     version = find_version(root, name, target)
-    _read_client(root).set_registered_model_alias(name, alias, version.version)
+    try:
+        _read_client(root).set_registered_model_alias(name, alias, version.version)
+    except Exception as e:  # MLflow wraps the store's own errors (sqlite, permissions, a server) in several types
+        raise tracking.write_error(root, f"setting the alias {alias!r}", e) from None
     return version
 
 
@@ -218,7 +221,7 @@ def resolve(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/([0-9]+))", uri)
     if not match:
         raise RegistryError(f"{uri!r} is not a registered model URI: use models:/<name>@<alias> or models:/<name>/<version>")
     name, alias, number = match.groups()

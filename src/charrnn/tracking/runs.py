@@ -6,7 +6,10 @@ One pipeline execution is one MLflow run: `train_run` opens it, and the later st
 is never written to a file, so DVC outputs stay reproducible.
 
 Writing is best effort: when tracking is off (params or CHARRNN_TRACKING=0) every call is a cheap
-no-op, and when the store fails, one warning says so and the caller's work goes on untracked.
+no-op, and when the store fails, one warning says so and the caller's work goes on untracked. A
+run that lost a write is ended FAILED and tagged INCOMPLETE_TAG; if the store refuses even that (a
+full disk), the next run opened in the experiment ends it so, by its process being gone, and
+`charrnn runs` shows it as incomplete meanwhile.
 Reading (`search_runs`, for `charrnn runs`) is the opposite: it never writes, and a store it
 cannot read is an error. mlflow is imported lazily (it costs about 1.5 s).
 
@@ -19,25 +22,30 @@ four minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT short
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import sys
 import time
+import urllib.parse
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from charrnn.core import paths
+from charrnn.core import files, paths
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import Params, TrackingParams
 from charrnn.core.redact import redact
 from charrnn.tracking import provenance, relocate
 
 MODEL_HASH_TAG = "charrnn.model_hash"
+PROCESS_TAG = "charrnn.process"  # host:pid of the process a RUNNING run belongs to
+INCOMPLETE_TAG = "charrnn.incomplete"  # why a run was ended FAILED by charrnn (a store that refused writes)
 OFF_VALUES = {"0", "false", "off", "no"}
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 
@@ -46,6 +54,25 @@ log = logging.getLogger("charrnn.tracking")
 
 class TrackingError(CharrnnError):
     """A tracking store that cannot be read (the read side only: writing merely warns)."""
+
+
+def store_problem(e: BaseException) -> str:
+    """What a store's refusal means, in one short line: locked (retry), read-only (fix the
+    permissions), or the driver's own first line."""
+    text = str(getattr(e, "message", None) or e)
+    first = redact(text.strip().splitlines()[0] if text.strip() else type(e).__name__)[:300]
+    if "database is locked" in text or "database table is locked" in text:
+        return "it is locked by another process (a stage or command still running?): retry when that one is done"
+    if "readonly database" in text or "Read-only file system" in text or "Permission denied" in text:
+        return f"it cannot be written ({first}): make it writable, or set MLFLOW_TRACKING_URI to another store"
+    if "database or disk is full" in text or "No space left" in text:
+        return f"its disk is full ({first}): free some space and retry"
+    return f"{type(e).__name__}: {first}"
+
+
+def write_error(root: Path, what: str, e: BaseException) -> TrackingError:
+    """The one error for a write to the store that did not happen (`what`: the write)."""
+    return TrackingError(f"{what} failed: the MLflow store {redact(tracking_uri(root))} refused it: {store_problem(e)}")
 
 
 def is_enabled(tracking: TrackingParams) -> bool:
@@ -147,18 +174,24 @@ class Run:
             return action(self._client)
         except Exception as e:
             self._broken = True
-            _warn_disabled(f"{what} failed: {type(e).__name__}: {e}")
+            _warn_disabled(f"{what} failed: {store_problem(e)}")
             return None
 
     def _end(self, status: str, end_time: int | None = None) -> None:
-        """Mark the run ended, even a broken one (never leave it RUNNING if the store allows)."""
+        """Mark the run ended, even a broken one (never leave it RUNNING if the store allows): a
+        run that lost writes is FAILED, tagged with why. If the store refuses even this, the next
+        run opened in its experiment ends it (close_orphans)."""
         if self._client is None:
             return
         try:
+            if self._broken:
+                self._client.set_tag(self._run_id, INCOMPLETE_TAG, "the store refused a write during the run: its "
+                                     "metrics or artifacts are partial")
+                status, end_time = "FAILED", None
             self._client.set_terminated(self._run_id, status, end_time)
         except Exception as e:
             if not self._broken:
-                _warn_disabled(f"ending the run failed: {type(e).__name__}: {e}")
+                _warn_disabled(f"ending the run failed: {store_problem(e)}")
 
 
 NULL_RUN = Run()
@@ -168,8 +201,11 @@ def _quiet_mlflow() -> None:
     # A new sqlite store logs "Creating initial MLflow database tables..." (and alembic chatter),
     # logging a model logs how it made its output example and draws download progress bars, and
     # MLflow's sqlalchemy models trigger a deprecation warning about `noload`.
-    for name in ("mlflow.store.db.utils", "alembic", "mlflow.models", "mlflow.pyfunc"):
+    for name in ("alembic", "mlflow.models", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A refused write is logged there with its whole traceback before it is raised to us, who
+    # report it in one line (charrnn.tracking's warning, or the command's error).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
 
@@ -200,12 +236,104 @@ def _open(tracking: TrackingParams, root: Path, start: Callable[..., str]) -> Ru
         return NULL_RUN
     uri = tracking_uri(root)
     try:
+        prepare_store(uri)
         _relocated(root)
         mlflow_client = client(uri)
-        return Run(start(mlflow_client, _experiment_id(mlflow_client, tracking.experiment, root, uri)), mlflow_client)
+        experiment_id = _experiment_id(mlflow_client, tracking.experiment, root, uri)
+        close_orphans(mlflow_client, experiment_id)
+        run_id = start(mlflow_client, experiment_id)
+        mlflow_client.set_tag(run_id, PROCESS_TAG, _this_process())
+        return Run(run_id, mlflow_client)
     except Exception as e:
-        _warn_disabled(f"cannot use the MLflow store {uri}: {type(e).__name__}: {e}")
+        _warn_disabled(f"cannot use the MLflow store {uri}: {store_problem(e)}")
         return NULL_RUN
+
+
+def prepare_store(uri: str) -> None:
+    """A local sqlite store that is missing, empty, or whose creation was cut short is created
+    anew, atomically: MLflow creates its tables in dozens of steps (an initial schema, then each
+    migration), and a store whose disk filled up between two of them fails every later start
+    ("duplicate column name: step", "table ... already exists"). So the tables are made in a
+    temporary file beside the store, renamed into place only when complete."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if _complete(db):
+        return
+    import fcntl
+
+    import sqlalchemy
+    from mlflow.store.db import utils as db_utils
+
+    _quiet_mlflow()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f".{db.name}.lock", "w") as lock:  # parallel stages: one creates, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _complete(db):
+            return
+        with files.atomic_path(db) as tmp:
+            engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+            try:
+                db_utils._initialize_tables(engine)  # what MLflow's SqlAlchemyStore does for an empty database
+            finally:
+                engine.dispose()
+
+
+def _complete(db: Path) -> bool:
+    return db.is_file() and db.stat().st_size > 0 and not _unfinished(db)
+
+
+def _unfinished(db: Path) -> bool:
+    """An MLflow sqlite store whose creation stopped part-way: not at the newest schema, and
+    holding no run, experiment of the user's or registered model (so nothing is lost by making
+    it anew). An older store with runs is MLflow's to upgrade, never ours to replace."""
+    try:
+        with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as connection:
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "alembic_version" not in tables or not {"experiments", "runs"} <= tables:
+                return False  # not an MLflow store at all: _holds_runs says so
+            (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone() or (None,)
+            if version == _newest_schema():
+                return False
+            count = {t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                     for t in ("runs", "experiments", "registered_models") if t in tables}
+    except sqlite3.Error:
+        return False
+    return count.get("runs", 0) == 0 and count.get("registered_models", 0) == 0 and count.get("experiments", 0) <= 1
+
+
+@functools.lru_cache(maxsize=1)
+def _newest_schema() -> str:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def orphaned(status: str, tags: dict) -> bool:
+    """A RUNNING run whose process (on this host) is gone: it ended while the store refused writes."""
+    host, _, pid = tags.get(PROCESS_TAG, "").rpartition(":")
+    if status != "RUNNING" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
+def close_orphans(mlflow_client, experiment_id: str) -> None:
+    """End FAILED, tagged with why, the experiment's runs left RUNNING by a process that is gone."""
+    for run in mlflow_client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        if orphaned(run.info.status, run.data.tags):
+            mlflow_client.set_tag(run.info.run_id, INCOMPLETE_TAG, "its process ended while the store refused writes "
+                                  "(a full disk?): its metrics or artifacts are partial")
+            mlflow_client.set_terminated(run.info.run_id, "FAILED")
 
 
 def _experiment_id(mlflow_client, name: str, root: Path, uri: str) -> str:
@@ -320,10 +448,27 @@ def read_client(root: Path):
     missing or empty sqlite file is left as it is (an MlflowClient would create its tables).
     A file that is not an MLflow store is a TrackingError."""
     uri = tracking_uri(root)
+    _check_named_store(uri)
     if uri.startswith("sqlite:///") and not _holds_runs(Path(uri.removeprefix("sqlite:///"))):
         return None
     _relocated(root)
     return client(uri)
+
+
+def _check_named_store(uri: str) -> None:
+    """A local store named by MLFLOW_TRACKING_URI is in a directory that exists: reading it must
+    not look like "no runs yet" (nor create it, as MLflow's file store would)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    if uri.startswith("sqlite:///"):
+        directory = Path(uri.removeprefix("sqlite:///")).parent
+    elif uri.startswith("file:") or "://" not in uri:
+        directory = Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path) if uri.startswith("file:") else uri)
+    else:
+        return
+    if not directory.is_dir():
+        raise TrackingError(f"MLFLOW_TRACKING_URI={redact(uri)}: the directory {directory} does not exist; "
+                            "give the path of an existing store, or unset it for the project's mlruns/")
 
 
 def search_runs(root: Path, experiment: str | None = None) -> list[dict]:
@@ -343,8 +488,15 @@ def search_runs(root: Path, experiment: str | None = None) -> list[dict]:
     except Exception as e:
         raise TrackingError(f"cannot read the MLflow runs from {redact(uri)}: {type(e).__name__}: {redact(e)}") from None
     return [{"run_name": r.info.run_name, "experiment": experiments.get(r.info.experiment_id, r.info.experiment_id),
-             "status": r.info.status, "start_time": r.info.start_time, "params": dict(r.data.params),
+             "status": _status(r.info.status, r.data.tags), "start_time": r.info.start_time, "params": dict(r.data.params),
              "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in runs]
+
+
+def _status(status: str, tags: dict) -> str:
+    """A run's status as `charrnn runs` shows it: an incomplete run says so (reading never repairs)."""
+    if orphaned(status, tags):
+        return "INCOMPLETE (its process is gone)"
+    return f"{status} (incomplete)" if INCOMPLETE_TAG in tags else status
 
 
 def _holds_runs(db: Path) -> bool:
@@ -355,10 +507,14 @@ def _holds_runs(db: Path) -> bool:
         with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as connection:
             tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as e:
+        if "locked" in str(e):
+            raise TrackingError(f"{db}: {store_problem(e)}") from None
         raise TrackingError(f"{db} is not a readable MLflow database ({e}); set MLFLOW_TRACKING_URI to another "
                             "store, or move the file away to start a new one") from None
     if not tables:
         return False
+    if {"experiments", "runs", "alembic_version"} <= tables and _unfinished(db):
+        return False  # its creation was cut short: no runs (the next run makes it anew)
     if not {"experiments", "runs", "alembic_version"} <= tables:
         raise TrackingError(f"{db} is an SQLite database but not an MLflow store (tables: {', '.join(sorted(tables))})")
     return True
@@ -366,10 +522,14 @@ def _holds_runs(db: Path) -> bool:
 
 def _experiments(mlflow_client, name: str | None) -> dict[str, str]:
     """{experiment id: name} of the experiment called `name`, or of all active ones."""
-    if name is not None:
-        found = mlflow_client.get_experiment_by_name(name)
-        return {found.experiment_id: found.name} if found is not None else {}
-    return {e.experiment_id: e.name for e in mlflow_client.search_experiments()}
+    existing = {e.experiment_id: e.name for e in mlflow_client.search_experiments()}
+    if name is None:
+        return existing
+    found = {i: n for i, n in existing.items() if n == name}
+    if not found:
+        raise TrackingError(f"there is no experiment {name!r} in the MLflow store {redact(mlflow_client.tracking_uri)}; "
+                            f"it holds: {', '.join(repr(n) for n in sorted(existing.values())) or 'none'}")
+    return found
 
 
 def _search_all(mlflow_client, experiment_ids: list[str]) -> list:
