@@ -219,6 +219,6 @@ def test_a_queued_grid_runs_as_the_readme_writes_it(tmp_path):
              and not line.startswith("Worker")]
     assert len(tasks) == 2 and all(t[-1] == "Success" for t in tasks), status
     shown = project.run(*readme_exp_show(), "--csv").stdout.splitlines()
-    assert shown[0].split(",") == ["Experiment", "val_loss", "bpc", "train.cell", "train.units", "train.learning_rate"]
+    assert shown[0].split(",") == ["Experiment", "bpc", "train.cell", "train.units", "train.learning_rate"]
     rows = [r.split(",") for r in shown[1:] if r.split(",")[0]]  # experiments (not workspace or baseline)
-    assert sorted(int(r[4]) for r in rows) == [16, 24] and all(float(r[2]) > 0 for r in rows)
+    assert sorted(int(r[3]) for r in rows) == [16, 24] and all(float(r[1]) > 0 for r in rows)
