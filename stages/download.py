@@ -1,6 +1,7 @@
 """DVC stage download: data.source -> data/raw/corpus.txt (UTF-8, \\n newlines, no BOM)."""
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 import sys
+from pathlib import Path
 
 from charrnn.core import paths
 from charrnn.core.params import Params
@@ -13,7 +14,7 @@ def main() -> None:
     warning = corpus.credentials_warning(params.data.source)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    local = corpus.local_source_problem(params.data.source, paths.project_root())
+    local = corpus.local_source_problem(params.data.source, Path.cwd())  # stages run in the project root
     if local is not None and local[0] == "error":
         raise corpus.CorpusError(local[1])
     if local is not None:

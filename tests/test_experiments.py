@@ -187,3 +187,40 @@ def test_runs_table_in_the_terminal(experiments):
     lines = out.splitlines()
     assert "held_out_bpc" in lines[0] and "train.units" in lines[0]
     assert sorted(line.split()[0] for line in lines[1:]) == sorted(EXPERIMENTS)
+
+
+def readme_exp_show() -> list[str]:
+    """README's `dvc exp show ...` line in "Comparing runs", as arguments."""
+    import shlex
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("dvc exp show --drop"))
+    return shlex.split(line.split("  #")[0])
+
+
+def test_a_queued_grid_runs_as_the_readme_writes_it(tmp_path):
+    """From a fresh copy: the README's PATH line, a grid queued with -S 'range(...)', `dvc queue
+    start`; both experiments finish, and README's `dvc exp show` shows their params and metrics."""
+    project = make_project(tmp_path / "queue", shakespeare_like(20_000))
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin]
+    project.env["PATH"] = os.pathsep.join([str(project.root / ".venv" / "bin"), *path])  # the README's export
+    queued = project.run("dvc", "exp", "run", "--queue", "-S", "train.units=range(16,25,8)")
+    assert queued.stdout.count("Queued experiment") == 2
+    project.run("dvc", "queue", "start")
+    try:
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline:
+            status = project.run("dvc", "queue", "status").stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(10)
+    finally:
+        project.run("dvc", "queue", "stop", "--kill", check=False)
+    tasks = [line.split() for line in status.splitlines() if line[:1].isalnum() and not line.startswith("Task")
+             and not line.startswith("Worker")]
+    assert len(tasks) == 2 and all(t[-1] == "Success" for t in tasks), status
+    shown = project.run(*readme_exp_show(), "--csv").stdout.splitlines()
+    assert shown[0].split(",") == ["Experiment", "bpc", "train.cell", "train.units", "train.learning_rate"]
+    rows = [r.split(",") for r in shown[1:] if r.split(",")[0]]  # experiments (not workspace or baseline)
+    assert sorted(int(r[3]) for r in rows) == [16, 24] and all(float(r[1]) > 0 for r in rows)

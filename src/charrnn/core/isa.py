@@ -40,12 +40,13 @@ def cpu_flags() -> set[str]:
 
 
 def describe() -> dict[str, str]:
-    """The CPU and the pins in effect, as run tags (never in a DVC-tracked output)."""
+    """The CPU, its core count and the pins in effect, as run tags (never in a DVC-tracked output)."""
     flags = cpu_flags()
     return {
         "charrnn.cpu_model": _cpuinfo().get("model name", platform.processor() or "unknown"),
         "charrnn.cpu_arch": platform.machine(),
         "charrnn.cpu_flags": " ".join(f for f in FLAGS if f in flags) or "unknown",
+        "charrnn.cpu_count": str(os.cpu_count() or 0),  # train.threads 0 means this many, and threads change sums
         "charrnn.cpu_pins": " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in PINS),
         "charrnn.cpu_pinned": str(pinned()).lower(),
     }

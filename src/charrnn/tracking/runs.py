@@ -223,7 +223,11 @@ def _relocated(root: Path) -> None:
     after the project was moved or copied (charrnn.tracking.relocate)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return
-    moved = relocate.relocate(store_root(root) / paths.MLRUNS / "mlflow.db", store_root(root))
+    try:
+        moved = relocate.relocate(store_root(root) / paths.MLRUNS / "mlflow.db", store_root(root))
+    except sqlite3.Error as e:  # a read-only or locked store: MLflow itself says what it can do
+        log.warning("cannot point the MLflow store's artifact locations at this project: %s", e)
+        return
     if moved:
         log.warning("the MLflow store was made at %s: its artifact locations now point at %s",
                     ", ".join(moved), store_root(root) / paths.MLRUNS / "artifacts")
