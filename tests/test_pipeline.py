@@ -131,6 +131,7 @@ STALE_AFTER_EDIT = {
     "src/charrnn/sampling/settings.py": ["sample"],
     "src/charrnn/data/vocab.py": ["build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"],
     "src/charrnn/sampling/novelty.py": ["sample"],
+    "src/charrnn/core/isa.py": ["train", "evaluate_perplexity", "sample"],
     "src/charrnn/tracking/runs.py": [],
     "src/charrnn/tracking/registry.py": [],
     "src/charrnn/tracking/publishing.py": [],
