@@ -154,6 +154,8 @@ PARAMS = [
     Case("num-chars-wraps", ["sample"], r"'sample\.num_chars' must be an integer from 1 to 1000000, got 4294967306",
          params(sample__num_chars=4294967306)),
     Case("top-p-above-one", ["sample"], r"'sample\.top_p' must be > 0 and <= 1, got 1\.5", params(sample__top_p=1.5)),
+    Case("top-p-below-float32", ["sample"], r"'sample\.top_p' must be 0 or of a size a 32-bit float holds .* got 1e-40",
+         params(sample__top_p="1.0e-40")),
     Case("top-k-negative", ["sample"], r"'sample\.top_k' must be an integer from 0", params(sample__top_k=-1)),
     Case("seq-length-zero", ["make_tfrecords"], r"'seq_length' must be an integer from 1 to 100000, got 0",
          params(seq_length=0)),
@@ -266,6 +268,7 @@ CLI = [
     Case("generate-temperature-nan", [*GEN, "--temperature", "nan"], r"temperature must be a finite number, got nan"),
     Case("generate-seed-negative", [*GEN, "--seed", "-1"], r"seed must be an integer from 0 to 2147483647, got -1"),
     Case("generate-top-p", [*GEN, "--top-p", "2"], r"top_p must be > 0 and <= 1, got 2\.0"),
+    Case("generate-top-p-below-float32", [*GEN, "--top-p", "1e-300"], r"top_p must be 0 or of a size a 32-bit float"),
     Case("generate-empty-prompt", ["charrnn", "generate", "--prompt", ""], r"prompt 0 is empty"),
     Case("generate-unknown-prompt", ["charrnn", "generate", "--prompt", "¿¡"], r"prompt 0 \('¿¡'\) has no character"),
     Case("generate-max-chars-zero", [*GEN, "--max-chars", "0"], r"--max-chars must be at least 1"),
@@ -314,6 +317,7 @@ ENVIRONMENT = [
          env={"CHARRNN_PYTHON": "/no/such/python"}),
     Case("python-a-directory", ["train"], r"CHARRNN_PYTHON=/ is not an executable file", env={"CHARRNN_PYTHON": "/"}),
     Case("generate-to-a-full-disk", [*GEN, ">", "/dev/full"], r"No space left on device"),
+    Case("generate-stdout-closed", [*GEN, ">&-"], r"cannot write to standard output: it is closed"),
     Case("tracking-uri-unsupported", ["charrnn", "runs"], r"cannot read the MLflow runs from nosuch://x: .*unsupported URI",
          env={"MLFLOW_TRACKING_URI": "nosuch://x"}),
 ]
@@ -353,6 +357,9 @@ def _run(root: Path, command: list[str], env: dict | None = None, cwd: str = "."
         argv, out = command, None
         if ">" in command:
             argv, out = command[:command.index(">")], command[command.index(">") + 1]
+        if ">&-" in command:  # stdout closed, as a shell's `>&-` leaves it
+            return subprocess.run([str(BIN / "charrnn"), *command[1:command.index(">&-")]], cwd=root / cwd, env=env,
+                                  text=True, stderr=subprocess.PIPE, timeout=300, preexec_fn=lambda: os.close(1))
         with open(out, "w") if out else open(os.devnull, "w") as stdout:
             proc = subprocess.run([str(BIN / "charrnn"), *argv[1:]], cwd=root / cwd, env=env, text=True,
                                   stdout=stdout if out else subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)

@@ -82,13 +82,14 @@ def clean_up() -> None:
 
 def run_stage(main, interrupted_message: str = INTERRUPTED) -> None:
     install(interrupted_message)
+    if sys.stdout is None:  # descriptor 1 was closed when Python started (`>&-`): every command writes there
+        _leave("error: cannot write to standard output: it is closed (send it to a file or /dev/null instead)", 1)
     try:
         main()
     except BaseException as e:  # noqa: BLE001 - every way out goes through _exit_for
         if isinstance(e, SystemExit):
             raise
         _exit_for(e, interrupted_message)
-
 
 
 def _exit_for(e: BaseException, interrupted_message: str) -> None:
