@@ -3,11 +3,15 @@
 Every builder is seeded, so the same call gives the same weights in any test."""
 from __future__ import annotations
 
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from charrnn.core.params import TrainParams
 from charrnn.data.vocab import Vocabulary
 from charrnn.sampling.settings import SamplingSettings
+from tests.conftest import unavailable
 
 # 14 ids ([UNK] and 13 characters): enough for "ROMEO:" and a few words
 VOCAB = Vocabulary(tuple(sorted(set("\n :ABEMORabcde"))), (1,) * 14)
@@ -81,3 +85,18 @@ def kill_at(monkeypatch, epoch: int, batch: int):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(training.StopOnNaN, "on_train_batch_end", on_train_batch_end)
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A small file system (tmpfs of `size`, e.g. "64k") mounted at the new directory `path`: for
+    full and read-only disks. Needs root (CI has it); unmounted lazily, since MLflow's engines may
+    still hold a file open."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        unavailable(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)

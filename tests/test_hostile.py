@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from charrnn.core.params import parse_yaml
+from tests.kit import tmpfs
 from tests.project import make_project, shakespeare_like
 
 pytestmark = pytest.mark.slow
@@ -446,14 +447,9 @@ def test_every_class_the_docstring_names_has_cases_of_its_own():
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 64 KiB file system (tmpfs) at tmp_path/disk; skipped where mounting is not allowed."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    """A 64 KiB file system at tmp_path/disk."""
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        yield disk
 
 
 def test_a_full_disk_while_writing_an_output_is_one_error_and_leaves_nothing(built, tmp_path, small_disk):

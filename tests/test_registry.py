@@ -18,7 +18,7 @@ from charrnn.sampling.settings import SamplingSettings
 from charrnn.tracking import publishing, registry
 from charrnn.tracking import runs as tracking
 from tests.kit import exported as export_tiny
-from tests.kit import saved_model
+from tests.kit import saved_model, tmpfs
 from tests.servers import free_port
 
 PARAMS = Params.from_dict({"sample": {"num_chars": 30, "seed": 5, "top_p": 0.9}})
@@ -322,17 +322,12 @@ def test_a_locked_store_says_locked_and_retry(project, exported, lock, says):
 @pytest.fixture
 def read_only_copy(tmp_path):
     """A directory that becomes a read-only file system (tmpfs remounted ro) after `fill(source)`."""
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-
-    def fill(source: Path) -> Path:
-        shutil.copytree(source, disk / "mlruns")
-        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        return disk / "mlruns"
-    yield fill
-    subprocess.run(["umount", str(disk)], check=True)
+    with tmpfs(tmp_path / "ro", "64m") as disk:
+        def fill(source: Path) -> Path:
+            shutil.copytree(source, disk / "mlruns")
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+            return disk / "mlruns"
+        yield fill
 
 
 def test_promote_into_a_read_only_store_is_one_error(project, exported, read_only_copy):

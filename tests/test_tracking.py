@@ -14,6 +14,7 @@ from charrnn.core.params import Params, TrackingParams
 from charrnn.nn import history
 from charrnn.tracking import runs as tracking
 from charrnn.tracking import table as runs
+from tests.kit import tmpfs
 
 EXPERIMENT = TrackingParams().experiment
 
@@ -394,14 +395,9 @@ def test_outside_a_project_is_a_clear_error(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 300 KiB file system (tmpfs) at tmp_path/disk, `grow()` to 64 MiB; skipped where mounting is not allowed."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", "--lazy", str(disk)], check=True)  # lazy: MLflow's engines keep the db open
+    """A 300 KiB file system at tmp_path/disk (the test grows it to 64 MiB by a remount)."""
+    with tmpfs(tmp_path / "disk", "300k") as disk:
+        yield disk
 
 
 def test_a_store_whose_creation_a_full_disk_cut_short_is_made_anew_once_there_is_space(small_disk, env, tmp_path):
