@@ -140,8 +140,9 @@ def test_top_p_keeps_the_smallest_set_whose_mass_reaches_p():
 
 
 def test_draws_follow_the_truncated_distribution():
+    # top_p 0.69, not 0.7: 0.4 + 0.3 is 0.7 only up to the softmax's rounding, which the kernels decide
     probs = truncate(probabilities(tf.math.log(tf.constant([[1e-9, 0.1, 0.4, 0.2, 0.3]] * 20_000)),
-                                   tf.ones([20_000])), tf.zeros([20_000], tf.int32), tf.fill([20_000], 0.7))
+                                   tf.ones([20_000])), tf.zeros([20_000], tf.int32), tf.fill([20_000], 0.69))
     u = uniforms(tf.fill([20_000], tf.constant(3, tf.int64)), tf.zeros([20_000], tf.int64),
                  tf.range(20_000, dtype=tf.int64))
     counts = np.bincount(draw(probs, u).numpy(), minlength=5) / 20_000
