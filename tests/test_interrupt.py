@@ -91,8 +91,7 @@ def assert_same_outputs(project, reference) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_killed_training_resumes_and_ends_with_the_same_model(victim, reference, sig):
-    before = sorted((p.name, p.read_bytes()) for p in (victim.root / "data/model").rglob("*") if p.is_file())
-    (victim.root / BACKUP_STATE).unlink(missing_ok=True)
+    before = model_files(victim)
     proc = start(victim, "repro", "-f", "-s", "train")
     wait_for_epoch(victim, 1, proc)
     os.killpg(proc.pid, signal.SIGSTOP)  # frozen after epoch 1: the kill surely hits a training at work
@@ -106,16 +105,19 @@ def test_killed_training_resumes_and_ends_with_the_same_model(victim, reference,
     if sig == signal.SIGTERM:
         assert "interrupted (SIGTERM)" in out and "Traceback" not in out
     # persist: true: the previous model is left as it was, no new one was written
-    assert sorted((p.name, p.read_bytes()) for p in (victim.root / "data/model").rglob("*") if p.is_file()) == before
+    assert model_files(victim) == before
     assert json.loads((victim.root / BACKUP_STATE).read_text())["epoch"] in (1, 2)
 
-    # Here the interrupted training's model is in DVC's cache from the first run, and `dvc repro`
-    # would just check it out again. Empty the cache: as for a training that never finished before
-    # (new params), `dvc repro` has to train, and resumes from the backup.
+    # The previous model is whole and up to date, so a plain `dvc repro` would do nothing: forced,
+    # the training resumes from the backup.
     resumed = victim.dvc("repro", "-f", "-s", "train").stdout  # the old model is whole: force the training
     assert "resuming after epoch" in resumed
     assert not (victim.root / BACKUP_STATE).exists()  # cleared once the outputs were written
     assert_same_outputs(victim, reference)
+
+
+def model_files(project) -> list[tuple[str, bytes]]:
+    return sorted((p.name, p.read_bytes()) for p in (project.root / "data/model").rglob("*") if p.is_file())
 
 
 def stage_process(pgid: int, stage: str) -> int | None:
