@@ -115,6 +115,48 @@ def source(text: bytes, **more) -> Callable[[Path], None]:
     return both(write("in.txt", text), params(data__source="in.txt", **more))
 
 
+def folder(files: dict[str, bytes | str], source: str = "corpora/novels", **more) -> Callable[[Path], None]:
+    """Files under corpora/novels/, and data.source naming the folder (or `source`)."""
+    return both(*(write(f"corpora/novels/{name}", content) for name, content in files.items()),
+                params(data__source=f"'{source}'", **more))
+
+
+def special_file(rel: str, make: Callable[[str], None]) -> Callable[[Path], None]:
+    """A FIFO or a link at `rel`, made by `make(path)`."""
+    def setup(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        make(str(root / rel))
+    return setup
+
+
+def archive(rel: str, members: dict[str, bytes] = {}, links: dict[str, tuple[bytes, str]] = {}) -> Callable[[Path], None]:
+    """A .zip or .tar.gz at `rel` holding `members`, and `links` (name: (tar type, target)),
+    as data.source."""
+    def setup(root: Path) -> None:
+        import io
+        import tarfile
+        import zipfile
+
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".zip"):
+            with zipfile.ZipFile(path, "w") as z:
+                for name, data in members.items():
+                    z.writestr(name, data)
+        else:
+            with tarfile.open(path, "w:gz") as t:
+                for name, data in members.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+                for name, (kind, target) in links.items():
+                    info = tarfile.TarInfo(name)
+                    info.type, info.linkname = kind, target
+                    t.addfile(info)
+        params(data__source=rel)(root)
+    return setup
+
+
 GEN = ["charrnn", "generate", "--prompt", "ROMEO:", "--num-chars", "20"]
 EVAL = ["charrnn", "evaluate", "--text", "corpus-src.txt"]
 
@@ -163,6 +205,8 @@ PARAMS = [
     Case("val-fraction-one", ["make_tfrecords"], r"'data\.val_fraction' must be strictly between 0 and 1",
          params(data__val_fraction=1.0)),
     Case("eval-batch-zero", ["evaluate_perplexity"], r"'evaluate\.batch_size' must be > 0", params(evaluate__batch_size=0)),
+    Case("separator-lone-surrogate", ["download"], r"'data\.separator' must be a string of valid Unicode",
+         params(data__separator='"\\ud800"')),
     Case("sha256-malformed", ["download"], r"'data\.sha256' must be 64 hex digits", params(data__sha256="xyz")),
     Case("params-not-yaml", ["train"], r"params\.yaml: not valid YAML", write("params.yaml", "train: [unclosed\n")),
     Case("params-duplicate-key", ["train"], r"params\.yaml: not valid YAML: .*duplicate key",
@@ -177,7 +221,28 @@ PARAMS = [
 CORPORA = [
     Case("corpus-missing", ["download"], r"data\.source 'nowhere\.txt' is not a preset, an https:// URL, env:NAME or an "
          r"existing file", params(data__source="nowhere.txt")),
-    Case("corpus-a-directory", ["download"], r"data\.source 'stages' is not a preset", params(data__source="stages")),
+    Case("corpus-empty-folder", ["download"], r"data\.source 'corpora/novels' holds no file to read \(hidden files",
+         folder({".gitkeep": "", "big.txt.dvc": "outs: []\n"})),
+    Case("corpus-glob-no-match", ["download"], r"data\.source 'corpora/novels/\*\.txt' matches no file",
+         folder({"a.md": "text\n"}, source="corpora/novels/*.txt")),
+    Case("corpus-folder-not-utf8", ["download"], r"corpora/novels/b\.txt: the bytes at offset 3 are not valid utf-8 "
+         r".*set data\.encoding", folder({"a.txt": "fine\n", "b.txt": b"abc\xff more"})),
+    Case("corpus-folder-fifo", ["download"], r"corpora/novels/pipe is not a regular file \(a FIFO",
+         both(folder({"a.txt": "fine\n"}), special_file("corpora/novels/pipe", os.mkfifo))),
+    Case("corpus-folder-symlink", ["download"], r"corpora/novels/link is a symbolic link",
+         both(folder({"a.txt": "fine\n"}), special_file("corpora/novels/link", lambda p: os.symlink("/etc/hostname", p)))),
+    Case("corpus-folder-sha256", ["download"], r"data\.sha256 pins one file or archive, but data\.source "
+         r"'corpora/novels' is a folder", folder({"a.txt": "fine\n"}, data__sha256="a" * 64)),
+    Case("archive-member-escapes", ["download"], r"corpora/n\.zip: the member '\.\./\.\./evil\.txt' would be written "
+         r"outside", archive("corpora/n.zip", {"a.txt": b"fine\n", "../../evil.txt": b"x"})),
+    Case("archive-member-absolute", ["download"], r"the member '/tmp/evil\.txt' would be written outside",
+         archive("corpora/n.tar.gz", {"/tmp/evil.txt": b"x"})),
+    Case("archive-member-symlink", ["download"], r"corpora/n\.tar\.gz: the member 'l' is a link or not a regular file",
+         archive("corpora/n.tar.gz", {"a.txt": b"fine\n"}, {"l": (b"2", "/etc/passwd")})),
+    Case("archive-member-hardlink", ["download"], r"the member 'h' is a link or not a regular file",
+         archive("corpora/n.tar.gz", {"a.txt": b"fine\n"}, {"h": (b"1", "a.txt")})),
+    Case("archive-not-an-archive", ["download"], r"corpora/n\.zip is not a readable archive",
+         both(write("corpora/n.zip", b"PK\x03\x04 not a zip"), params(data__source="corpora/n.zip"))),
     Case("corpus-not-utf8", ["download"], r"the bytes at offset 3 are not valid utf-8 .*set data\.encoding",
          source(b"abc\xff\xfe more")),
     Case("corpus-encoded-surrogate", ["download"], r"the bytes at offset 2 are not valid utf-8", source(b"ab\xed\xa0\x80cd")),
