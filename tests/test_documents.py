@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from charrnn.core import files, paths
 from charrnn.core.params import DataParams
-from charrnn.data import corpus, documents
+from charrnn.data import corpus, documents, split
 from charrnn.data.corpus import CorpusError
 from tests.test_corpus import https, tls  # noqa: F401  (fixtures)
 
@@ -79,8 +80,10 @@ def test_a_folder_is_read_sorted_by_path_with_hidden_and_dvc_files_skipped(here)
     assert info["kind"] == "directory" and info["chars"] == len(text) and info["bytes"] == len(text.encode())
     assert [d["name"] for d in info["documents"]] == ["corpora/novels/a.txt", "corpora/novels/b.txt",
                                                       "corpora/novels/sub/c.txt"]
-    assert info["documents"][0] == {"name": "corpora/novels/a.txt", "bytes": 5,
+    assert info["documents"][0] == {"name": "corpora/novels/a.txt", "bytes": 5, "start": 0, "stop": 4,
                                     "sha256": hashlib.sha256(b"Ay.\r\n").hexdigest()}
+    # each range holds the separator before its document: together they cover the corpus
+    assert [(d["start"], d["stop"]) for d in info["documents"]] == [(0, 4), (4, 10), (10, 16)] and len(text) == 16
     assert info["raw_bytes"] == 5 + 5 + 5
 
 
@@ -260,3 +263,65 @@ def test_the_caps_are_documented_in_the_readme():
         assert cap in readme
     assert f"{documents.MAX_MEMBER_BYTES >> 30} GiB" in readme and f"{documents.MAX_TOTAL_BYTES >> 30} GiB" in readme
 
+
+
+# --- the held-out text of many documents -----------------------------------------------------
+
+
+def corpus_of(here: Path, *docs: str, separator: str = "\n") -> Path:
+    for i, doc in enumerate(docs):
+        put(f"corpora/{i:02d}.txt", doc)
+    info = corpus.fetch(DataParams(source="corpora", separator=separator), Path("data/raw/corpus.txt"), Path("cache"))
+    files.write_json(paths.DOCUMENTS, corpus.documents_file(info))
+    return here / "data/raw/corpus.txt"
+
+
+def test_each_document_gives_its_last_val_fraction_to_the_held_out_text(here):
+    # with its newline, and the separator before it, each document's range is 100, 201, 21 characters
+    path = corpus_of(here, "a" * 99, "b" * 199, "c" * 19)
+    s = split.Split.of(path, 0.1)
+    held, train = "".join(s.held_out), "".join(s.train)
+    assert held == "a" * 9 + "\n" + "b" * 19 + "\n" + "c\n"  # the last 10, 20 and 2 characters of each
+    assert train == "a" * 90 + "\n" + "b" * 180 + "\n" + "c" * 18 and len(train) == s.at
+    assert len(train) + len(held) == s.chars == len(path.read_text())
+    assert "".join(s.train) == train  # re-readable
+
+
+def test_one_document_splits_as_a_single_file_always_did(here):
+    put("in.txt", "line one\nline two\n" * 50)
+    info = corpus.fetch(DataParams(source="in.txt"), Path("data/raw/corpus.txt"), Path("cache"))
+    files.write_json(paths.DOCUMENTS, corpus.documents_file(info))
+    with_file = split.Split.of("data/raw/corpus.txt", 0.1)
+    paths.DOCUMENTS.unlink()
+    without = split.Split.of("data/raw/corpus.txt", 0.1)
+    assert with_file == without and with_file.parts == ()
+    assert with_file.train == split.TextSpan(Path("data/raw/corpus.txt"), 0, with_file.at)
+    assert with_file.prompts() == without.prompts()
+
+
+def test_prompts_come_from_every_document(here):
+    path = corpus_of(here, *[f"{name}\n" * 200 for name in ("ALPH:", "BETA:", "GAMM:")])  # 120 held out of each
+    assert split.Split.of(path, 0.1).prompts() == ["ALPH:", "BETA:", "GAMM:"]
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"documents": [{"start": 0, "stop": 3, "name": "a", "bytes": 1, "sha256": "x"}]}', r"does not describe"),
+    ('{"documents": 5}', r"is not a charrnn documents file"),
+    ("not json", r"is not a charrnn documents file"),
+])
+def test_a_documents_file_that_does_not_fit_the_corpus_is_an_error(here, content, match):
+    put("data/raw/corpus.txt", "0123456789")
+    put(str(paths.DOCUMENTS), content)
+    with pytest.raises(split.SplitError, match=match):
+        split.Split.of("data/raw/corpus.txt", 0.1)
+
+
+def test_vocab_metrics_list_the_documents_of_a_corpus_of_many_only(here):
+    from charrnn.data.vocab import Vocabulary, count_chars, vocab_metrics
+
+    path = corpus_of(here, "ab\n", "cd\n")
+    counts = count_chars([path.read_text()])
+    vocab = Vocabulary.from_counts(counts, 1, 0)
+    listed = vocab_metrics(vocab, counts, split.read_documents(path))["documents"]
+    assert [d["name"] for d in listed] == ["corpora/00.txt", "corpora/01.txt"] and set(listed[0]) == {"name", "bytes", "sha256"}
+    assert "documents" not in vocab_metrics(vocab, counts, split.read_documents(path)[:1])

@@ -7,6 +7,7 @@ from charrnn.core.errors import CharrnnError
 PARAMS = Path("params.yaml")
 LOCK = Path("dvc.lock")
 CORPUS = Path("data/raw/corpus.txt")
+DOCUMENTS = CORPUS.with_name("documents.json")  # where each document of the corpus is in it (download)
 DOWNLOAD_CACHE = Path("data/cache")
 VOCAB = Path("data/vocab.json")
 RECORDS = Path("data/records")

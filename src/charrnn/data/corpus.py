@@ -136,6 +136,7 @@ def write_documents(docs: list[Path], source: str, kind: str, data: DataParams, 
     with files.atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
         out = _Tail(file)
         for i, doc in enumerate(docs):
+            start = chars  # a document's range holds the separator before it: the ranges cover the corpus
             # an archive's member by its path in the archive; a local file by its path as data.source names it
             name = doc.relative_to(source).as_posix() if label else doc.as_posix()
             shown = f"{label}:{name}" if label else name
@@ -152,12 +153,22 @@ def write_documents(docs: list[Path], source: str, kind: str, data: DataParams, 
                 out.write("\n")
                 n, b = n + 1, b + 1
             chars, size, seen_text = chars + n, size + b, seen_text or text_seen
-            listed.append({"name": name, "bytes": doc.stat().st_size, "sha256": files.sha256_file(doc)})
+            listed.append({"name": name, "bytes": doc.stat().st_size, "sha256": files.sha256_file(doc),
+                           "start": start, "stop": chars})
         if not seen_text:
             raise CorpusError(f"the corpus from {label or source} is empty after clean-up")
     digest = hashlib.sha256(files.dumps_json(listed).encode("utf-8")).hexdigest()
     return {"kind": kind, "source": label or source, "sha256": digest, "raw_bytes": sum(d["bytes"] for d in listed),
             "chars": chars, "bytes": size, "documents": listed}
+
+
+def documents_file(info: dict) -> dict:
+    """What download writes to data/raw/documents.json from fetch()'s summary: each document's
+    name, bytes, sha256 and character range [start, stop) in the corpus (one document for a
+    preset, a URL or a file). charrnn.data.split splits each document; build_vocab lists them."""
+    documents = info.get("documents") or [{"name": info["source"], "bytes": info["raw_bytes"],
+                                            "sha256": info["sha256"], "start": 0, "stop": info["chars"]}]
+    return {"format": 1, "kind": info["kind"], "source": info["source"], "documents": documents}
 
 
 class _Tail:

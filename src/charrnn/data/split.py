@@ -3,18 +3,22 @@ drawn from the held-out part. Without TensorFlow.
 
 The corpus is split contiguously: the first (1 - val_fraction) of its characters train, the tail
 validates, so no validation window overlaps a training one (a random split of overlapping windows
-would leak). Every stage that needs the split (make_tfrecords, evaluate_perplexity, sample) takes
-it from here, counting the corpus once.
+would leak). A corpus of many documents (a folder, a glob, an archive: data/raw/documents.json,
+written by download, says where each one is) is split so in each document: the held-out text is
+the tails of all of them, so a folder of novels is evaluated on every novel, not only the last.
+Every stage that needs the split (make_tfrecords, evaluate_perplexity, sample) takes it from here,
+counting the corpus once.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
+from charrnn.core import files, paths
 from charrnn.core.errors import CharrnnError
 from charrnn.data.vocab import Vocabulary, read_chunks
 
@@ -62,24 +66,93 @@ class TextSpan:
 
 
 @dataclass(frozen=True)
+class TextSpans:
+    """Several spans [start, stop) of a corpus file, read one after the other, re-readable."""
+    path: Path
+    ranges: tuple[tuple[int, int], ...]
+
+    def __iter__(self) -> Iterator[str]:
+        return (text for start, stop in self.ranges for text in iter_text(self.path, start, stop))
+
+    def ids(self, vocab: Vocabulary) -> Iterator[np.ndarray]:
+        for text in self:
+            yield vocab.encode(text)
+
+
+def read_documents(corpus: str | Path) -> list[dict]:
+    """The documents of the corpus, from documents.json beside it (download writes it): name,
+    bytes, sha256, start, stop; [] when there is no such file (a corpus written by hand, or
+    before there were documents)."""
+    path = Path(corpus).with_name(paths.DOCUMENTS.name)
+    if not path.is_file():
+        return []
+    try:
+        documents = files.read_json(path)["documents"]
+        for d in documents:
+            d["start"], d["stop"], d["bytes"] = int(d["start"]), int(d["stop"]), int(d["bytes"])
+            d["name"], d["sha256"] = str(d["name"]), str(d["sha256"])
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise SplitError(f"{path} is not a charrnn documents file ({e!r}); run `dvc repro download`") from None
+    return documents
+
+
+def documents_of(corpus: Path, chars: int) -> list[tuple[int, int]]:
+    """The documents' character ranges [start, stop) in the corpus; one document without a
+    documents.json. A file that does not cover the corpus end to end is an error."""
+    ranges = [(d["start"], d["stop"]) for d in read_documents(corpus)] or [(0, chars)]
+    path = corpus.with_name(paths.DOCUMENTS.name)
+    starts = [0] + [stop for _, stop in ranges[:-1]]
+    if not ranges or [start for start, _ in ranges] != starts or ranges[-1][1] != chars:
+        raise SplitError(f"{path} does not describe {corpus} ({chars:,} characters): its documents must cover it "
+                         "end to end; run `dvc repro download`")
+    return ranges
+
+
+@dataclass(frozen=True)
 class Split:
-    """A corpus file cut at `at`: characters [0, at) train, [at, chars) are held out."""
+    """A corpus file cut at `at`: characters [0, at) train, [at, chars) are held out. With many
+    documents, each (start, cut, stop) in `parts` is cut so, and `at` counts the training
+    characters of all of them."""
     corpus: Path
     chars: int
     at: int
+    parts: tuple[tuple[int, int, int], ...] = ()
 
     @classmethod
     def of(cls, corpus: str | Path, val_fraction: float) -> "Split":
         n = count_chars(corpus)
-        return cls(Path(corpus), n, split_point(n, val_fraction))
+        ranges = documents_of(Path(corpus), n)
+        if len(ranges) == 1:
+            return cls(Path(corpus), n, split_point(n, val_fraction))
+        parts = tuple((lo, lo + split_point(hi - lo, val_fraction), hi) for lo, hi in ranges)
+        return cls(Path(corpus), n, sum(cut - lo for lo, cut, _ in parts), parts)
 
     @property
-    def train(self) -> TextSpan:
-        return TextSpan(self.corpus, 0, self.at)
+    def train(self) -> TextSpan | TextSpans:
+        if not self.parts:
+            return TextSpan(self.corpus, 0, self.at)
+        return TextSpans(self.corpus, tuple((lo, cut) for lo, cut, _ in self.parts))
 
     @property
-    def held_out(self) -> TextSpan:
-        return TextSpan(self.corpus, self.at, None)
+    def held_out(self) -> TextSpan | TextSpans:
+        if not self.parts:
+            return TextSpan(self.corpus, self.at, None)
+        return TextSpans(self.corpus, tuple((cut, hi) for _, cut, hi in self.parts))
+
+    def _held_out_places(self, count: int) -> Iterable[tuple[int, int]]:
+        """`count` evenly spaced places in the held-out text, as (offset in the corpus, end of
+        that document's held-out part)."""
+        if not self.parts:
+            return [(self.at + (self.chars - self.at) * i // count, self.chars) for i in range(count)]
+        places, total = [], self.chars - self.at
+        for i in range(count):
+            left = total * i // count
+            for _, cut, hi in self.parts:
+                if left < hi - cut:
+                    places.append((cut + left, hi))
+                    break
+                left -= hi - cut
+        return places
 
     def check_long_enough(self, seq_length: int, val_fraction: float) -> None:
         """Both parts hold at least one window of seq_length + 1 characters."""
@@ -95,17 +168,18 @@ class Split:
         spaced places, the first line after that place that holds something, up to `max_chars`.
         A SplitError when there is none (a held-out text of blank lines)."""
         prompts = []
-        for i in range(count):
-            start = self.at + (self.chars - self.at) * i // count
-            window = "".join(iter_text(self.corpus, start, start + 4096))
+        for start, end in self._held_out_places(count):
+            window = "".join(iter_text(self.corpus, start, min(start + 4096, end)))
             if "\n" in window:  # from the next line on: a prompt starts where a line does
                 window = window[window.find("\n") + 1:]
             line = next((line for line in window.split("\n") if line.strip()), "")
             if line:
                 prompts.append(line[:max_chars])
         if not prompts:
+            where = (f"characters {self.at:,} to {self.chars:,}" if not self.parts else
+                     f"the last part of each of the {len(self.parts):,} documents")
             raise SplitError(
-                f"the held-out text (characters {self.at:,} to {self.chars:,} of {self.corpus}) has no usable line "
+                f"the held-out text ({where} of {self.corpus}) has no usable line "
                 "to draw a sample prompt from: near each place looked at it is blank lines only; set "
                 "sample.prompts (e.g. `dvc exp run -S 'sample.prompts=[\"ROMEO:\"]'`), or change data.val_fraction "
                 "or the corpus so that its last part holds text")

@@ -152,13 +152,19 @@ class Vocabulary:
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
 
-def vocab_metrics(vocab: Vocabulary, counts: np.ndarray) -> dict:
+def vocab_metrics(vocab: Vocabulary, counts: np.ndarray, documents: list[dict] = ()) -> dict:
+    """The vocabulary's figures; for a corpus of many documents also the documents (name, bytes,
+    sha256), so a run says which files it learned from. A corpus of one keeps the figures alone:
+    its source is data.source itself, and its metrics file stays as it was."""
     total = int(counts.sum())
     covered = int(sum(vocab.counts))
-    return {
+    metrics = {
         "size": vocab.size,
         "distinct_chars": int(np.count_nonzero(counts)),
         "corpus_chars": total,
         "coverage": covered / total if total else 0.0,
         "unk_rate": (total - covered) / total if total else 0.0,
     }
+    if len(documents) > 1:
+        metrics["documents"] = [{k: d[k] for k in ("name", "bytes", "sha256")} for d in documents]
+    return metrics

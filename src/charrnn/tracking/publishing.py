@@ -50,6 +50,8 @@ def publish_training(run, params, history) -> str:
                   "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
     run.log_artifacts(paths.MODEL, "model")
     run.log_artifact(paths.VOCAB)
+    if paths.DOCUMENTS.is_file():  # the corpus's documents: names, sizes, hashes
+        run.log_artifact(paths.DOCUMENTS)
     run.log_artifact(paths.METRICS / "history.csv")
     run.log_figure(lambda: losses.loss_figure(history), "loss_curve.png")
     publish(run, params, model_hash)  # what DVC may skip for this model
