@@ -1,5 +1,6 @@
 """A local corpus is a real DVC dependency: a file under corpora/ re-runs `download` when its content
 changes; one elsewhere is warned about, and one that a queued/--temp copy lacks is refused with the fix."""
+import json
 import subprocess
 import sys
 
@@ -48,3 +49,22 @@ def test_a_file_the_experiment_copy_lacks_is_refused_with_the_fix(project, tmp_p
     assert ("error: data.source 'corpora/untracked.txt' is in your workspace but not in this experiment's copy"
             in failed.stderr)
     assert "`git add` it, or `dvc add` it" in failed.stderr
+
+
+def test_a_folder_in_corpora_reruns_download_when_any_file_in_it_changes_and_lists_its_documents(project):
+    (project.root / "corpora" / "novels").mkdir()
+    (project.root / "corpora" / "novels" / "b.txt").write_text("JULIET:\nSecond.\n", encoding="utf-8")
+    (project.root / "corpora" / "novels" / "a.txt").write_text("ROMEO:\nFirst.\n", encoding="utf-8")
+    project.set_params({"data": {"source": "corpora/novels"}})
+    first = project.dvc("repro", "build_vocab")
+    assert "Running stage 'download'" in first.stdout and "warning" not in first.stderr
+    assert project.read("data/raw/corpus.txt") == "ROMEO:\nFirst.\n\nJULIET:\nSecond.\n"
+    listed = json.loads(project.read("metrics/vocab.json"))["documents"]
+    assert [d["name"] for d in listed] == ["corpora/novels/a.txt", "corpora/novels/b.txt"]
+    assert "up to date" in project.dvc("status", "download").stdout
+    assert project.dvc("metrics", "show", "metrics/vocab.json").returncode == 0
+    (project.root / "corpora" / "novels" / "c.txt").write_text("NURSE:\nThird.\n", encoding="utf-8")
+    assert "changed deps" in project.dvc("status", "download").stdout
+    assert "Running stage 'download'" in project.dvc("repro", "download").stdout
+    assert project.read("data/raw/corpus.txt").endswith("\nNURSE:\nThird.\n")
+    assert "Stage 'download' didn't change" in project.dvc("repro", "download").stdout  # and not otherwise
