@@ -305,7 +305,10 @@ def test_prompts_come_from_every_document(here):
 
 
 @pytest.mark.parametrize("content, match", [
-    ('{"documents": [{"start": 0, "stop": 3, "name": "a", "bytes": 1, "sha256": "x"}]}', r"does not describe"),
+    ('{"documents": [{"start": 0, "stop": 3, "name": "a", "bytes": 1, "sha256": "x"}, '
+     '{"start": 3, "stop": 5, "name": "b", "bytes": 1, "sha256": "x"}]}', r"does not describe .*\(10 characters\)"),
+    ('{"documents": [{"start": 0, "stop": 3, "name": "a", "bytes": 1, "sha256": "x"}, '
+     '{"start": 4, "stop": 10, "name": "b", "bytes": 1, "sha256": "x"}]}', r"must cover it end to end"),
     ('{"documents": 5}', r"is not a charrnn documents file"),
     ("not json", r"is not a charrnn documents file"),
 ])
@@ -314,6 +317,12 @@ def test_a_documents_file_that_does_not_fit_the_corpus_is_an_error(here, content
     put(str(paths.DOCUMENTS), content)
     with pytest.raises(split.SplitError, match=match):
         split.Split.of("data/raw/corpus.txt", 0.1)
+
+
+def test_a_corpus_written_by_hand_over_a_downloaded_one_splits_as_one_document(here):
+    put("data/raw/corpus.txt", "0123456789")
+    put(str(paths.DOCUMENTS), '{"documents": [{"start": 0, "stop": 30000, "name": "a", "bytes": 1, "sha256": "x"}]}')
+    assert split.Split.of("data/raw/corpus.txt", 0.1) == split.Split(Path("data/raw/corpus.txt"), 10, 9)
 
 
 def test_vocab_metrics_list_the_documents_of_a_corpus_of_many_only(here):

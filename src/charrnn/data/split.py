@@ -97,9 +97,13 @@ def read_documents(corpus: str | Path) -> list[dict]:
 
 
 def documents_of(corpus: Path, chars: int) -> list[tuple[int, int]]:
-    """The documents' character ranges [start, stop) in the corpus; one document without a
-    documents.json. A file that does not cover the corpus end to end is an error."""
-    ranges = [(d["start"], d["stop"]) for d in read_documents(corpus)] or [(0, chars)]
+    """The documents' character ranges [start, stop) in the corpus. One document (the whole
+    corpus) without a documents.json or with one document in it, whatever its range says: a
+    corpus.txt written by hand over a downloaded one splits as it always did. Many documents
+    that do not cover the corpus end to end are an error."""
+    ranges = [(d["start"], d["stop"]) for d in read_documents(corpus)]
+    if len(ranges) <= 1:
+        return [(0, chars)]
     path = corpus.with_name(paths.DOCUMENTS.name)
     starts = [0] + [stop for _, stop in ranges[:-1]]
     if not ranges or [start for start, _ in ranges] != starts or ranges[-1][1] != chars:
