@@ -342,3 +342,19 @@ def test_vocab_metrics_list_the_documents_of_a_corpus_of_many_only(here):
     listed = vocab_metrics(vocab, counts, split.read_documents(path))["documents"]
     assert [d["name"] for d in listed] == ["corpora/00.txt", "corpora/01.txt"] and set(listed[0]) == {"name", "bytes", "sha256"}
     assert "documents" not in vocab_metrics(vocab, counts, split.read_documents(path)[:1])
+
+
+def test_the_training_run_gets_the_documents_as_an_artifact(here):
+    from charrnn.tracking import publishing
+
+    class Run:
+        logged: list = []
+
+        def log_artifact(self, path):
+            self.logged.append(str(path))
+
+    run = Run()
+    publishing.log_documents(run)  # no documents.json (a corpus written by hand): nothing
+    corpus_of(here, "ab\n", "cd\n")
+    publishing.log_documents(run)
+    assert run.logged == ["data/raw/documents.json"]

@@ -50,9 +50,15 @@ def publish_training(run, params, history) -> str:
                   "charrnn.vocab_hash": files.sha256_tree(paths.VOCAB)})
     run.log_artifacts(paths.MODEL, "model")
     run.log_artifact(paths.VOCAB)
-    if paths.DOCUMENTS.is_file():  # the corpus's documents: names, sizes, hashes
-        run.log_artifact(paths.DOCUMENTS)
+    log_documents(run)
     run.log_artifact(paths.METRICS / "history.csv")
     run.log_figure(lambda: losses.loss_figure(history), "loss_curve.png")
     publish(run, params, model_hash)  # what DVC may skip for this model
     return model_hash
+
+
+def log_documents(run) -> None:
+    """The corpus's documents (data/raw/documents.json: each one's name, bytes, sha256 and place
+    in the corpus) as an artifact of the run, so the run says which files it learned from."""
+    if paths.DOCUMENTS.is_file():
+        run.log_artifact(paths.DOCUMENTS)
