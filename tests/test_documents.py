@@ -204,6 +204,7 @@ def test_a_bad_byte_in_a_member_names_the_archive_the_member_and_the_offset(here
     (lambda: make_zip("x.zip", {"/tmp/evil.txt": b"x"}), r"the member '/tmp/evil\.txt' would be written outside"),
     (lambda: make_zip("x.zip", {"a.txt": b"x"}, links={"link": "/etc/passwd"}), r"the member 'link' is a link"),
     (lambda: make_tar("x.tar.gz", {"a/../../evil.txt": b"x"}), r"would be written outside"),
+    (lambda: make_zip("x.zip", {"C:\\evil.txt": b"x"}), r"the member 'C:\\\\evil\.txt' would be written outside"),
     (lambda: make_tar("x.tar.gz", {"a.txt": b"x"}, [special("l", tarfile.SYMTYPE, "/etc/passwd")]),
      r"x\.tar\.gz: the member 'l' is a link or not a regular file"),
     (lambda: make_tar("x.tar.gz", {"a.txt": b"x"}, [special("h", tarfile.LNKTYPE, "a.txt")]), r"the member 'h' is a link"),

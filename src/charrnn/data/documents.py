@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import stat
 import tarfile
 import zipfile
@@ -98,7 +99,7 @@ def unpack(archive: Path, name: str, into: Path) -> Path:
 def _member_path(member: str, name: str) -> PurePosixPath:
     """The member's path inside the archive, refused when it would land outside the target."""
     path = PurePosixPath(member.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+    if path.is_absolute() or ".." in path.parts or re.match(r"[A-Za-z]:", member):  # C:evil.txt: a drive
         raise CorpusError(f"{name}: the member {member!r} would be written outside the folder it unpacks to; "
                           "refused (an archive's members must have relative paths without '..')")
     return path
