@@ -126,6 +126,13 @@ def test_strip_gutenberg_strips_each_book(here):
     assert fetch("corpora", strip_gutenberg=True)[1] == "Book one.\n\nBook two.\n"
 
 
+def test_a_book_without_gutenberg_markers_is_named(here):
+    put("corpora/a.txt", GUTENBERG.format("Book one."))
+    put("corpora/b.txt", "no markers\n")
+    with pytest.raises(CorpusError, match=r"^corpora/b\.txt: no '\*\*\* START OF THE PROJECT GUTENBERG EBOOK' line"):
+        fetch("corpora", strip_gutenberg=True)
+
+
 @pytest.mark.parametrize("source, setup, match", [
     ("corpora/empty", lambda: put("corpora/empty/.gitkeep", ""), r"'corpora/empty' holds no file to read"),
     ("corpora/*.txt", lambda: put("corpora/a.md", "x"), r"'corpora/\*\.txt' matches no file"),

@@ -133,8 +133,9 @@ def write_documents(docs: list[Path], source: str, kind: str, data: DataParams, 
     offset in it; with strip_gutenberg each book loses its own header and footer. A document
     that does not end with a newline gets one, so the default separator "\n" makes a blank line.
 
-    The summary lists each document (name relative to the source, bytes, sha256); its sha256 is
-    that of this list, so it changes exactly when a document does."""
+    The summary lists each document (its path as data.source names it, or its path in the archive;
+    bytes, sha256, character range); its sha256 is that of this list, so it changes exactly when
+    a document does."""
     listed, chars, size, seen_text = [], 0, 0, False
     with files.atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
         out = _Tail(file)
@@ -147,7 +148,7 @@ def write_documents(docs: list[Path], source: str, kind: str, data: DataParams, 
                 out.write(data.separator)
                 chars, size = chars + len(data.separator), size + len(data.separator.encode("utf-8"))
             if data.strip_gutenberg:
-                text = strip_gutenberg(normalize(decode(doc.read_bytes(), data.encoding, shown)))
+                text = _strip_document(decode(doc.read_bytes(), data.encoding, shown), shown)
                 out.write(text)
                 n, b, text_seen = len(text), len(text.encode("utf-8")), bool(text.strip())
             else:
@@ -165,13 +166,21 @@ def write_documents(docs: list[Path], source: str, kind: str, data: DataParams, 
             "chars": chars, "bytes": size, "documents": listed}
 
 
+def _strip_document(text: str, shown: str) -> str:
+    """One book of many without its Project Gutenberg header and footer; an error names the book."""
+    try:
+        return strip_gutenberg(normalize(text))
+    except CorpusError as e:
+        raise CorpusError(f"{shown}: {e}") from None
+
+
 def documents_file(info: dict) -> dict:
     """What download writes to data/raw/documents.json from fetch()'s summary: each document's
     name, bytes, sha256 and character range [start, stop) in the corpus (one document for a
     preset, a URL or a file). charrnn.data.split splits each document; build_vocab lists them."""
-    documents = info.get("documents") or [{"name": info["source"], "bytes": info["raw_bytes"],
-                                            "sha256": info["sha256"], "start": 0, "stop": info["chars"]}]
-    return {"format": 1, "kind": info["kind"], "source": info["source"], "documents": documents}
+    listed = info.get("documents") or [{"name": info["source"], "bytes": info["raw_bytes"],
+                                         "sha256": info["sha256"], "start": 0, "stop": info["chars"]}]
+    return {"format": 1, "kind": info["kind"], "source": info["source"], "documents": listed}
 
 
 class _Tail:
