@@ -12,13 +12,14 @@ from playwright.sync_api import sync_playwright
 from charrnn.serve import server
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; the playground tests drive the same browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def main(model: Path = ROOT / "data" / "model", out: Path = ROOT / "docs" / "playground.png") -> None:
     with server.spawn(model, "--chunk", "20") as s, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 840}, device_scale_factor=1, bypass_csp=True)
         page.goto(s.url + "/")
         page.wait_for_function("!document.getElementById('model-name').textContent.startsWith('loading')")

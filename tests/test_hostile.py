@@ -420,16 +420,16 @@ def _run(root: Path, command: list[str], env: dict | None = None, cwd: str = "."
     env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CHARRNN_TMPDIR_OWNER")},
            "CHARRNN_TRACKING": "0", **(env or {})}
     if command[0] == "charrnn":
-        argv, out = command, None
+        argv, out, closed = command, None, ">&-" in command
         if ">" in command:
             argv, out = command[:command.index(">")], command[command.index(">") + 1]
-        if ">&-" in command:  # stdout closed, as a shell's `>&-` leaves it
-            return subprocess.run([str(BIN / "charrnn"), *command[1:command.index(">&-")]], cwd=root / cwd, env=env,
-                                  text=True, stderr=subprocess.PIPE, timeout=300, preexec_fn=lambda: os.close(1))
+        if closed:  # stdout closed, as a shell's `>&-` leaves it
+            argv = command[:command.index(">&-")]
         with open(out, "w") if out else open(os.devnull, "w") as stdout:
-            proc = subprocess.run([str(BIN / "charrnn"), *argv[1:]], cwd=root / cwd, env=env, text=True,
-                                  stdout=stdout if out else subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
-        return proc
+            return subprocess.run([str(BIN / "charrnn"), *argv[1:]], cwd=root / cwd, env=env, text=True,
+                                  stdout=None if closed else stdout if out else subprocess.PIPE,
+                                  stderr=subprocess.PIPE, timeout=300,
+                                  preexec_fn=(lambda: os.close(1)) if closed else None)
     return subprocess.run([str(BIN / "python"), f"stages/{command[0]}.py"], cwd=root / cwd, env=env, text=True,
                           capture_output=True, timeout=300)
 

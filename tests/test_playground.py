@@ -11,12 +11,10 @@ import httpx
 import pytest
 
 from charrnn.serve import server as serve_server
+from docs.screenshot import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import unavailable
 from tests.kit import SERVE_VOCAB, saved_model
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SETTINGS = {"temperature": 0.9, "num_chars": 2000, "top_k": 5, "top_p": 0.95, "seed": 42}
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 KEY = "playground-key"
