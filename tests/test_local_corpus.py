@@ -68,3 +68,23 @@ def test_a_folder_in_corpora_reruns_download_when_any_file_in_it_changes_and_lis
     assert "Running stage 'download'" in project.dvc("repro", "download").stdout
     assert project.read("data/raw/corpus.txt").endswith("\nNURSE:\nThird.\n")
     assert "Stage 'download' didn't change" in project.dvc("repro", "download").stdout  # and not otherwise
+
+
+def test_the_whole_pipeline_trains_on_a_folder_and_holds_out_the_tail_of_each_document(project):
+    from charrnn.data.split import Split
+
+    novels = project.root / "corpora" / "novels"
+    novels.mkdir()
+    for seed, name in enumerate(["a.txt", "b.txt"]):
+        (novels / name).write_text(shakespeare_like(3_000, seed=seed + 1), encoding="utf-8")
+    project.set_params({"data": {"source": "corpora/novels"}})
+    project.dvc("repro")
+    split = Split.of(project.root / "data/raw/corpus.txt", 0.1)
+    assert len(split.parts) == 2 and all(lo < cut < hi for lo, cut, hi in split.parts)
+    held_out = "".join(split.held_out)
+    for name in ("a.txt", "b.txt"):  # each document's last tenth is in the held-out text
+        text = (novels / name).read_text(encoding="utf-8")
+        assert text[-len(text) // 10 + 5:] in held_out
+    loss = json.loads(project.read("metrics/perplexity.json"))["loss"]
+    assert 0 < loss < 5
+    assert sorted(p.name for p in (project.root / "data/samples").glob("*.txt"))

@@ -126,7 +126,7 @@ STALE_AFTER_EDIT = {
     "src/charrnn/nn/evaluation.py": ["evaluate_perplexity"],
     "src/charrnn/nn/training.py": ["train"],
     "src/charrnn/data/records.py": ["make_tfrecords", "train"],
-    "src/charrnn/data/split.py": ["make_tfrecords", "train", "evaluate_perplexity", "sample"],
+    "src/charrnn/data/split.py": ["build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"],
     "src/charrnn/data/reader.py": ["train"],
     "src/charrnn/sampling/settings.py": ["sample"],
     "src/charrnn/data/vocab.py": ["build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"],
