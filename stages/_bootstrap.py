@@ -29,6 +29,11 @@ sys.excepthook = _early_exit  # first: a Ctrl-C may come while `signal` below is
 import signal  # noqa: E402
 
 signal.signal(signal.SIGTERM, _early_sigterm)
+# A Ctrl-C or SIGTERM held back while the interpreter below started (or by whoever started this
+# one with them blocked) is delivered now, into _early_exit: Python's own start-up, before the
+# first line of a script, is the one moment no script can answer for itself.
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
 
 from pathlib import Path  # noqa: E402
 
@@ -60,8 +65,10 @@ try:
     _python = _venv_python()
     if _python is not None and not _in(_python) and not os.environ.get("CHARRNN_BOOTSTRAPPED"):
         os.environ["CHARRNN_BOOTSTRAPPED"] = "1"  # never loop
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)  # the mask survives exec; see above
         os.execv(str(_python), [str(_python), *sys.argv])
 except OSError as e:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
     print(f"error: cannot run {_python}: {e.strerror}", file=sys.stderr)
     sys.exit(1)
 sys.path.insert(0, str(_root / "src"))

@@ -2,7 +2,7 @@
 import _bootstrap  # noqa: F401  (project venv + this checkout's src; see stages/_bootstrap.py)
 
 from charrnn import tracking
-from charrnn.core import files, metricfiles, paths
+from charrnn.core import metricfiles, paths
 from charrnn.core.params import Params
 from charrnn.core.stage import run_stage
 
@@ -15,7 +15,7 @@ def main() -> None:
     result = evaluation.evaluate_corpus(model, vocab, paths.CORPUS, params.data.val_fraction,
                                         params.evaluate.batch_size, params.seq_length)
     model_hash = metricfiles.model_hash()
-    files.write_json(paths.HELD_OUT, {**result, "model": metricfiles.model_id(model_hash)})
+    metricfiles.write(paths.HELD_OUT, result, paths.EVALUATION, model_hash)
     with tracking.model_run(params, paths.project_root(), model_hash, stage="evaluate_perplexity") as run:
         tracking.publish(run, params, model_hash)
     print(f"held-out loss {result['loss']:.4f} nats/char, perplexity {result['perplexity']:.3f}, "

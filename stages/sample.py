@@ -35,14 +35,15 @@ def main() -> None:
             (tmp / f"sample-{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
         (tmp / "temperatures.md").write_text(temperature_table(prompts, grid, s), encoding="utf-8")
     generation.export(generator, paths.GENERATOR)
-    files.write_json(paths.SAMPLE_METRICS, {**copying, "model": metricfiles.model_id(model_hash),
-                                            "sample_chars": sum(len(g) for g in generated)})
+    text = {k: copying.pop(k) for k in ("longest_copied_text", "unmeasured") if k in copying}
+    metricfiles.write(paths.SAMPLE_METRICS, {**copying, "sample_chars": sum(len(g) for g in generated)},
+                      paths.SAMPLING, model_hash, **text)
     with tracking.model_run(params, paths.project_root(), model_hash, stage="sample") as run:
         tracking.publish(run, params, model_hash)
     print(f"{len(texts)} sample(s) of {s.num_chars} characters at temperature {s.temperature} -> {paths.SAMPLES}/; "
           f"generator -> {paths.GENERATOR}/")
     copied = copying[f"copied_frac_{s.copy_ngram}"]
-    for figure, why in copying.get("unmeasured", {}).items():
+    for figure, why in text.get("unmeasured", {}).items():
         print(f"warning: {figure} is null: {why}", file=sys.stderr)
     print(f"copied from the training text: {'unmeasured' if copied is None else f'{copied:.1%}'} of "
           f"{s.copy_ngram}-grams, longest span {copying['longest_copied']} characters -> {paths.SAMPLE_METRICS}")

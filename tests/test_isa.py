@@ -30,7 +30,7 @@ def test_pin_sets_both_variables_and_keeps_the_users(monkeypatch):
     isa.pin()
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
     assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"  # the user's: kept, and told in the tags
-    assert isa.describe()["charrnn.cpu_pins"] == "TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX512_CORE"
+    assert isa.describe()["charrnn.cpu_pins"] == "TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX512_CORE TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false"
     assert isa.describe()["charrnn.cpu_pinned"] == "false"
 
 
@@ -39,12 +39,13 @@ def test_tensorflow_loaded_after_charrnn_runs_the_pinned_kernels():
     reads them (IsMklEnabled is TensorFlow's reading of TF_ENABLE_ONEDNN_OPTS)."""
     code = ("import os, charrnn.nn.network\n"
             "from tensorflow.python.util import _pywrap_util_port as port\n"
-            "print(os.environ['ONEDNN_MAX_CPU_ISA'], port.IsMklEnabled())")
+            "print(os.environ['ONEDNN_MAX_CPU_ISA'], os.environ['TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL'], "
+            "port.IsMklEnabled())")
     env = {k: v for k, v in os.environ.items() if k not in isa.PINS}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["AVX2", "False"]
+    assert done.stdout.split() == ["AVX2", "false", "False"]
 
 
 @pytest.mark.slow
@@ -68,9 +69,21 @@ def test_tiny_training_matches_the_committed_hashes():
 @pytest.mark.slow
 def test_the_unpinned_kernels_would_change_the_bytes():
     """What the pin guards against, shown on this machine: oneDNN's custom ops (on by themselves on
-    AVX-512 VNNI CPUs) give other bytes; so does a lower instruction set than AVX2."""
+    AVX-512 VNNI CPUs) give other bytes; so do oneDNN's sgemm kernels, by instruction set."""
     if not isa.pinned():
         pytest.skip("this CPU has no AVX2: the promise does not cover it")
     recorded = json.loads(RECORDED.read_text())["hashes"]
     assert probe(TF_ENABLE_ONEDNN_OPTS="1")["hashes"]["model.weights.h5"] != recorded["model.weights.h5"]
-    assert probe(ONEDNN_MAX_CPU_ISA="AVX")["hashes"]["model.weights.h5"] != recorded["model.weights.h5"]
+    onednn_sgemm = {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "true"}
+    assert (probe(**onednn_sgemm, ONEDNN_MAX_CPU_ISA="SSE41")["hashes"]["model.weights.h5"]
+            != probe(**onednn_sgemm)["hashes"]["model.weights.h5"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["SSE41", "DEFAULT"])
+def test_pinned_bytes_do_not_depend_on_the_instruction_set_onednn_may_use(limit):
+    """With Eigen's own matrix kernel, limiting oneDNN to SSE4.1 or leaving it all this CPU has
+    (AVX-512, AMX where there) gives the recorded bytes: the kernels no longer vary with the CPU."""
+    if not isa.pinned():
+        pytest.skip("this CPU has no AVX2: the promise does not cover it")
+    assert probe(ONEDNN_MAX_CPU_ISA=limit)["hashes"] == json.loads(RECORDED.read_text())["hashes"]

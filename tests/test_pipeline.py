@@ -58,7 +58,12 @@ def test_repro_produces_every_output(project):
     assert copying["copied_frac_20"] == pytest.approx(sum(gram in train for gram in grams) / len(grams))
     assert copying["longest_copied"] == max(j - i for g in generated for i in range(len(g))
                                             for j in range(i, len(g) + 1) if g[i:j] in train)
-    assert copying["model"] == held_out["model"] == metricfiles.model_id(metricfiles.model_hash(root / "data/model"))
+    sampling, evaluation = json.loads(project.read("data/sampling.json")), json.loads(project.read("data/evaluation.json"))
+    assert sampling["model"] == evaluation["model"] == metricfiles.model_id(metricfiles.model_hash(root / "data/model"))
+    assert sampling["longest_copied_text"] in train and len(sampling["longest_copied_text"]) == copying["longest_copied"]
+    for metrics in (copying, held_out, json.loads(project.read("metrics/train.json")),
+                    json.loads(project.read("metrics/vocab.json")), records):
+        assert all(isinstance(v, (int, float)) or v is None for v in metrics.values()), metrics  # numbers only
     assert not list(root.rglob(".*.tmp"))  # no temporaries left behind
 
 
@@ -204,8 +209,9 @@ def test_a_sample_that_fails_still_leaves_the_model_evaluated(tmp_path):
     assert failed.returncode != 0
     assert "has no character of the model's vocabulary" in failed.stdout + failed.stderr
     assert "-S 'sample.prompts=[\"...\"]'" in failed.stdout + failed.stderr
-    held_out = json.loads(p.read("metrics/perplexity.json"))
-    assert held_out["model"] == metricfiles.model_id(metricfiles.model_hash(p.root / "data/model"))
+    evaluation = json.loads(p.read("data/evaluation.json"))
+    assert evaluation["model"] == metricfiles.model_id(metricfiles.model_hash(p.root / "data/model"))
+    assert "loss" in json.loads(p.read("metrics/perplexity.json"))
 
 
 def test_a_fresh_clone_run_carries_its_held_out_metrics_samples_and_registered_model(project, tmp_path):

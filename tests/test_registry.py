@@ -190,8 +190,10 @@ def test_publish_registers_only_what_belongs_to_the_model(project, exported, mon
     (project / "data" / "samples").mkdir()
     (project / "data" / "samples" / "sample-000.txt").write_text("ROMEO: hi\n")
     (project / "metrics").mkdir()
-    (project / "metrics" / "perplexity.json").write_text(json.dumps({"loss": 1.0, "bpc": 1.4427, "model": "x" * 16}))
-    (project / "metrics" / "samples.json").write_text(json.dumps({"copied_frac_20": 0.1, "model": "x" * 16}))
+    (project / "metrics" / "perplexity.json").write_text(json.dumps({"loss": 1.0, "bpc": 1.4427}))
+    (project / "metrics" / "samples.json").write_text(json.dumps({"copied_frac_20": 0.1, "copy_ngram": 20}))
+    for about in ("evaluation", "sampling"):
+        (project / "data" / f"{about}.json").write_text(json.dumps({"model": "x" * 16}))
     with tracking.train_run(PARAMS, project) as run:
         publishing.publish(run, PARAMS, "y" * 64)  # another model's outputs: nothing
     client = tracking.client(tracking.tracking_uri(project))
@@ -201,6 +203,7 @@ def test_publish_registers_only_what_belongs_to_the_model(project, exported, mon
         publishing.publish(run, PARAMS, "x" * 64)
     got = client.get_run(run.run_id)
     assert got.data.metrics["held_out_bpc"] == 1.4427 and got.data.metrics["copied_frac_20"] == 0.1
+    assert "copy_ngram" not in got.data.metrics  # a param of the run, not a figure
     (version,) = client.search_model_versions("name = 'charrnn'")
     assert version.tags["charrnn.held_out_bpc"] == "1.4427" and version.run_id == run.run_id
 

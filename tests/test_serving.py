@@ -698,8 +698,8 @@ def tracked_project(tmp_path_factory, served):
     model_dir = save_tiny_model(root / "data" / "model")
     full_hash = metricfiles.model_hash(model_dir)
     (root / "metrics").mkdir()
-    (root / "metrics" / "perplexity.json").write_text(json.dumps(
-        {"bpc": 2.25, "loss": 1.56, "perplexity": 4.76, "chars": 100, "model": metricfiles.model_id(full_hash)}))
+    (root / "metrics" / "perplexity.json").write_text(json.dumps({"bpc": 2.25, "loss": 1.56, "perplexity": 4.76, "chars": 100}))
+    (root / "data" / "evaluation.json").write_text(json.dumps({"model": metricfiles.model_id(full_hash)}))
     params = Params.from_dict({"data": {"source": SECRET_SOURCE}, "train": {"embedding_dim": 8, "units": 32, "layers": 2},
                                "sample": {"num_chars": 33, "temperature": 0.7, "seed": 5, "top_k": 3, "top_p": 0.9}})
     mp = pytest.MonkeyPatch()

@@ -146,11 +146,13 @@ def cmd_outputs(args) -> None:
               f"{_number(held_out, 'perplexity', paths.HELD_OUT):.3f}, {_number(held_out, 'bpc', paths.HELD_OUT):.4f} bits/char")
     copying = metricfiles.read_metrics(paths.SAMPLE_METRICS)
     if copying is not None and "copy_ngram" in copying:
-        n, unmeasured = copying["copy_ngram"], copying.get("unmeasured") or {}
+        about = metricfiles.read_metrics(paths.SAMPLING) or {}
+        n, unmeasured = copying["copy_ngram"], about.get("unmeasured") or {}
         copied = (f"{_number(copying, f'copied_frac_{n}', paths.SAMPLE_METRICS):.1%} of {n}-grams occur in the "
                   "training text" if f"copied_frac_{n}" not in unmeasured
                   else f"copying not measured ({unmeasured[f'copied_frac_{n}']})")
-        print(f"samples: {copied}; longest copied span {copying.get('longest_copied')} characters")
+        longest = f": {about['longest_copied_text']!r}" if about.get("longest_copied_text") else ""
+        print(f"samples: {copied}; longest copied span {copying.get('longest_copied')} characters{longest}")
     for sample in sorted(paths.SAMPLES.glob("sample-*.txt"))[:1]:
         print(f"\n{sample}:\n{sample.read_text(encoding='utf-8', errors='replace')[:400]}")
 

@@ -1,9 +1,11 @@
 """The pipeline's outputs in the working tree, and which model they belong to.
 
-The evaluation (metrics/perplexity.json) and the samples (metrics/samples.json, beside
-data/samples/ and data/generator/) record the first digits of their model's content hash under
-`model`, so a stage can tell whether an output it finds is the one of the model at hand
-(charrnn.publish). Nothing here imports TensorFlow.
+Metrics files hold numbers only, so `dvc metrics diff` and `dvc exp diff` print clean tables.
+Beside each, a small JSON output holds its text: the evaluation (metrics/perplexity.json) has
+data/evaluation.json, the samples (metrics/samples.json, data/samples/, data/generator/) have
+data/sampling.json. Both record the first digits of their model's content hash under `model`, so
+a stage can tell whether an output it finds is the one of the model at hand (tracking.publish).
+Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -41,10 +43,19 @@ def read_metrics(path: Path) -> dict | None:
     return data
 
 
-def of_model(path: Path, full_hash: str) -> dict | None:
-    """The metrics in `path` if they are the model's (by its hash), else None."""
-    data = read_metrics(path)
-    return data if data is not None and data.get("model") == model_id(full_hash) else None
+def write(metrics_path: Path, metrics: dict, about_path: Path, full_hash: str, **about) -> None:
+    """A stage's numbers into its metrics file, and beside them (about_path) its model and text."""
+    files.write_json(about_path, {"model": model_id(full_hash), **about})
+    files.write_json(metrics_path, metrics)
+
+
+def of_model(metrics_path: Path, about_path: Path, full_hash: str) -> dict | None:
+    """The metrics in `metrics_path` if they are the model's (by its hash, kept in about_path),
+    else None."""
+    about = read_metrics(about_path)
+    if about is None or about.get("model") != model_id(full_hash):
+        return None
+    return read_metrics(metrics_path)
 
 
 def numbers(metrics: dict, prefix: str = "") -> dict[str, float]:

@@ -17,6 +17,9 @@ GENERATOR = Path("data/generator")
 METRICS = Path("metrics")
 HELD_OUT = METRICS / "perplexity.json"
 SAMPLE_METRICS = METRICS / "samples.json"
+# beside each metrics file, what is not a number: which model it belongs to, the longest copied text
+EVALUATION = Path("data/evaluation.json")
+SAMPLING = Path("data/sampling.json")
 TRAIN_BACKUP = Path("data/cache/train-backup")  # resumable training state; not a DVC output
 MLRUNS = Path("mlruns")
 # what running the pipeline changes in the working tree (provenance leaves these out)

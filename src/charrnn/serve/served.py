@@ -139,7 +139,7 @@ def _held_out(root: Path | None, model_hash: str | None, found: dict | None) -> 
 
     if root is not None and model_hash is not None:
         try:
-            data = metricfiles.of_model(root / paths.HELD_OUT, model_hash)
+            data = metricfiles.of_model(root / paths.HELD_OUT, root / paths.EVALUATION, model_hash)
         except CharrnnError as e:
             log.warning("%s", redact(e))
             data = None

@@ -19,13 +19,15 @@ def publish(run, params, full_hash: str) -> None:
     Model tagged with the held-out bits per character."""
     if not run.active:
         return
-    held_out = metricfiles.of_model(paths.HELD_OUT, full_hash)
+    held_out = metricfiles.of_model(paths.HELD_OUT, paths.EVALUATION, full_hash)
     if held_out is not None:
         run.log_metrics(metricfiles.numbers(held_out, "held_out_"))
-    sampled = metricfiles.of_model(paths.SAMPLE_METRICS, full_hash)
+    sampled = metricfiles.of_model(paths.SAMPLE_METRICS, paths.SAMPLING, full_hash)
     if sampled is not None:
+        sampled.pop("copy_ngram", None)  # sample.copy_ngram, a param of the run already
         run.log_metrics(metricfiles.numbers(sampled))
         run.log_artifacts(paths.SAMPLES, "samples")
+        run.log_artifact(paths.SAMPLING)
     tags = {registry.HELD_OUT_BPC_TAG: f"{held_out['bpc']:.4f}"} if held_out is not None else {}
     name = params.tracking.registered_model
     if sampled is not None and (paths.GENERATOR / "saved_model.pb").is_file():
