@@ -4,6 +4,7 @@ and an address on a private /30, and no default route, so a mistaken address is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -32,6 +33,7 @@ def ip(*args: str) -> str:
 @dataclass
 class Pair:
     names: tuple[str, str]
+    ends: tuple[str, str]  # the veth pair's interfaces, one in each namespace
     addresses: tuple[str, str] = ADDRESSES
     processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -49,22 +51,30 @@ class Pair:
         """Both IPv4 and IPv6 routing tables of namespace `side`."""
         return ip("-n", self.names[side], "-4", "route") + ip("-n", self.names[side], "-6", "route")
 
+    def link(self, side: int, device: str) -> dict:
+        """`ip -j -s link show` of a device in namespace `side`: its flags, counters, ..."""
+        link, = json.loads(ip("-n", self.names[side], "-j", "-s", "link", "show", "dev", device))
+        return link
+
+    def received_bytes(self, side: int) -> int:
+        """What namespace `side`'s end of the pair has received so far."""
+        return self.link(side, self.ends[side])["stats64"]["rx"]["bytes"]
+
 
 @contextlib.contextmanager
 def veth_pair() -> Iterator[Pair]:
     """Two fresh namespaces with names of this run; on exit, whatever happened, every process
     inside them is killed and both are deleted (which deletes the veth pair too)."""
     token = secrets.token_hex(4)
-    pair = Pair((f"charrnn-{token}-0", f"charrnn-{token}-1"))
+    pair = Pair((f"charrnn-{token}-0", f"charrnn-{token}-1"), (f"cr{token}a", f"cr{token}b"))  # at most 15 characters
     made = []
     try:
         for name in pair.names:
             ip("netns", "add", name)
             made.append(name)
-        ends = (f"cr{token}a", f"cr{token}b")  # interface names: at most 15 characters
-        ip("link", "add", ends[0], "netns", pair.names[0], "type", "veth", "peer", "name", ends[1],
+        ip("link", "add", pair.ends[0], "netns", pair.names[0], "type", "veth", "peer", "name", pair.ends[1],
            "netns", pair.names[1])
-        for name, end, address in zip(pair.names, ends, pair.addresses):
+        for name, end, address in zip(pair.names, pair.ends, pair.addresses):
             ip("-n", name, "addr", "add", f"{address}/{PREFIX}", "dev", end)
             ip("-n", name, "link", "set", end, "up")
             ip("-n", name, "link", "set", "lo", "up")

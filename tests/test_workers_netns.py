@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -88,9 +89,7 @@ def trained(network, workdir) -> dict:
                 tf_config = {"cluster": cluster, "task": {"type": "worker", "index": i}}
                 procs[name] = start(functools.partial(network.spawn, i), out[name], workdir, runs[name],
                                     TF_CONFIG=json.dumps(tf_config))
-        for name, proc in procs.items():
-            proc.wait(timeout=300)
-            assert proc.returncode == 0, logs[name].read_text()[-3000:]
+        wait_all(procs, logs, timeout=300)
     for name in runs.keys() - {"one"}:
         assert "Strategy with 2 replica(s)" in logs[name].read_text(), name
     return {path.stem.replace("+", "/"): np.load(path) for path in workdir.glob("*.npz")}
@@ -107,6 +106,17 @@ def start(spawn, log, cwd, runs: list[dict], **env) -> subprocess.Popen:
     env = {k: v for k, v in env.items() if "proxy" not in k.lower()}  # the workers talk to each other directly
     return spawn([sys.executable, "worker.py", json.dumps(runs)], cwd=cwd, env=env, stdout=log,
                  stderr=subprocess.STDOUT)
+
+
+def wait_all(procs: dict, logs: dict, timeout: float) -> None:
+    """Until every process has ended well; the first to fail fails the test at once (its partner
+    would wait for it until TensorFlow's heartbeat timeout)."""
+    deadline = time.monotonic() + timeout
+    while any(proc.poll() is None for proc in procs.values()):
+        assert time.monotonic() < deadline, f"still running after {timeout} s"
+        time.sleep(0.2)
+        for name, proc in procs.items():
+            assert proc.poll() in (None, 0), f"{name} exited with {proc.returncode}:\n{logs[name].read_text()[-3000:]}"
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -149,9 +159,10 @@ def largest_difference(a, b) -> float:
 
 def test_the_namespaces_are_joined_and_lead_nowhere_else(network):
     for side in range(2):
+        assert "UP" in network.link(side, "lo")["flags"]
         assert "default" not in network.routes(side), network.routes(side)
         peer = network.addresses[1 - side]
-        assert f"{peer} dev cr" in netns.ip("-n", network.names[side], "route", "get", peer)
+        assert f"{peer} dev {network.ends[side]}" in netns.ip("-n", network.names[side], "route", "get", peer)
         probe = subprocess.run(network.command(side, [sys.executable, "-c",
                                "import socket; socket.create_connection(('192.0.2.1', 9), timeout=5)"]),
                                capture_output=True, text=True, timeout=60)
@@ -162,6 +173,18 @@ def test_two_workers_on_two_networks_end_identical_and_match_one_process(trained
     """The same records for both, the project's recipe (Adam, clipping, cosine schedule)."""
     assert_bitwise_equal(trained["same/worker0"], trained["same/worker1"])
     assert_close(trained["same/worker0"], trained["same/rec"])
+
+
+def test_the_workers_talked_over_the_veth_pair(trained, network, workdir):
+    """Their only way to each other. Each needs the other's whole gradient every step, so it
+    receives at least the weights' size a step."""
+    from charrnn.data import reader
+
+    _, params, _, _ = CASES["same"]
+    steps = params["epochs"] * reader.batches_per_epoch(workdir / "rec", "train", params["batch_size"])
+    weights = sum(array.nbytes for key, array in trained["same/worker0"].items() if key != "loss")
+    for side in range(2):
+        assert network.received_bytes(side) > steps * weights
 
 
 def test_with_different_data_per_worker_the_gradients_are_averaged(trained, workdir):
