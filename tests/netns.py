@@ -67,11 +67,12 @@ def veth_pair() -> Iterator[Pair]:
     inside them is killed and both are deleted (which deletes the veth pair too)."""
     token = secrets.token_hex(4)
     pair = Pair((f"charrnn-{token}-0", f"charrnn-{token}-1"), (f"cr{token}a", f"cr{token}b"))  # at most 15 characters
-    made = []
-    try:
+    with contextlib.ExitStack() as cleanup:  # each callback runs, last first, even when another fails
         for name in pair.names:
             ip("netns", "add", name)
-            made.append(name)
+            cleanup.callback(ip, "netns", "delete", name)
+            cleanup.callback(_kill_inside, name)
+        cleanup.callback(_kill, pair.processes)
         ip("link", "add", pair.ends[0], "netns", pair.names[0], "type", "veth", "peer", "name", pair.ends[1],
            "netns", pair.names[1])
         for name, end, address in zip(pair.names, pair.ends, pair.addresses):
@@ -79,14 +80,10 @@ def veth_pair() -> Iterator[Pair]:
             ip("-n", name, "link", "set", end, "up")
             ip("-n", name, "link", "set", "lo", "up")
         yield pair
-    finally:
-        _kill(pair.processes)
-        for name in made:
-            _kill_inside(name)
-            ip("netns", "delete", name)
 
 
 def _kill(processes: list[subprocess.Popen]) -> None:
+    """The processes started by Pair.spawn, each with its session."""
     for proc in processes:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

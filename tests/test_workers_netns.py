@@ -27,7 +27,7 @@ WORKER = textwrap.dedent('''
     from charrnn.data.vocab import Vocabulary
     from charrnn.nn import recipe, training
 
-    def sgd(params, total_steps):  # a step proportional to the gradient (Adam's is not: it hides a sum taken for a mean)
+    def sgd(params, total_steps):  # steps in proportion to the gradient (Adam's would hide a sum taken for a mean)
         return keras.optimizers.SGD(params.learning_rate)
 
     optimizers = {"project": recipe.optimizer, "sgd": sgd}
