@@ -1,9 +1,14 @@
 """train.distribute=multi_worker across two networks: one worker in each of two network namespaces
-joined by a veth pair (tests/netns.py), talking over it as two machines would."""
+joined by a veth pair (tests/netns.py), talking over it as two machines would.
+
+Two clusters run side by side, each on its own port (a second cluster in the same processes is
+not reliable): "same", the README's command (stages/train.py) on two checkouts of the same data,
+and "different", a script giving each worker its own corpus. Meanwhile processes without a
+network train the one-process references."""
 import contextlib
-import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,12 +17,17 @@ import time
 import numpy as np
 import pytest
 
+from charrnn.nn.modeldir import WEIGHTS
 from tests import netns
 from tests.conftest import unavailable
+from tests.project import REPO, write_params
 
 pytestmark = pytest.mark.slow
 
-PORT = 12345  # and the ports after it: free, as each namespace is new
+PORT = 12345  # and the next one: free, as each namespace is new
+STAGE = [sys.executable, str(REPO / "stages" / "train.py")]
+# The project's recipe (Adam, clipping, warm-up, cosine schedule, random offsets), on a tiny model
+SAME = {"embedding_dim": 8, "units": 32, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
 
 WORKER = textwrap.dedent('''
     import json, sys
@@ -27,24 +37,17 @@ WORKER = textwrap.dedent('''
     from charrnn.data.vocab import Vocabulary
     from charrnn.nn import recipe, training
 
-    def sgd(params, total_steps):  # steps in proportion to the gradient (Adam's would hide a sum taken for a mean)
-        return keras.optimizers.SGD(params.learning_rate)
-
-    optimizers = {"project": recipe.optimizer, "sgd": sgd}
-    vocab = Vocabulary.load("vocab.json")
-    for run in json.loads(sys.argv[1]):  # each from the same initial weights
-        recipe.optimizer = optimizers[run["optimizer"]]
+    # SGD steps in proportion to the gradient: Adam's steps would hide a sum taken for a mean
+    recipe.optimizer = lambda params, total_steps: keras.optimizers.SGD(params.learning_rate)
+    params, name, vocab = TrainParams(**json.loads(sys.argv[1])), sys.argv[2], Vocabulary.load("vocab.json")
+    for records in sys.argv[3:]:  # each from the same initial weights
         training.configure(42, threads=1)
-        result = training.train(TrainParams(**run["params"]), run["records"], vocab)
-        np.savez(run["out"], loss=np.array(result.history["loss"]), *result.model.get_weights())
+        result = training.train(params, records, vocab)
+        np.savez(f"{name}-{records}.npz", loss=np.array(result.history["loss"]), *result.model.get_weights())
 ''')
-
-TINY = {"embedding_dim": 8, "units": 32, "random_offset": False}
 WINDOWS = 16  # of each corpus of the "different" case, all in one batch: one step an epoch
-CASES = {  # optimizer, params, each worker's records, one process's records
-    "same": ("project", {"epochs": 2, "batch_size": 16, "learning_rate": 0.01}, ("rec", "rec"), ("rec",)),
-    "different": ("sgd", {"epochs": 3, "batch_size": WINDOWS, "learning_rate": 0.5}, ("a", "b"), ("a", "b", "union")),
-}
+DIFFERENT = {"embedding_dim": 8, "units": 32, "epochs": 3, "batch_size": WINDOWS, "learning_rate": 0.5,
+             "random_offset": False}
 
 
 @pytest.fixture(scope="module")
@@ -62,50 +65,65 @@ def network():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """The corpora's records in one vocabulary, and the training script."""
+    """The corpora's records in one vocabulary, three checkouts for the train stage (two machines
+    and one process) and the script of the "different" case."""
     directory = tmp_path_factory.mktemp("workers")
     write_corpora(directory)
+    for name, distribute in (("machine0", "multi_worker"), ("machine1", "multi_worker"), ("one", "auto")):
+        checkout(directory, name, distribute)
     (directory / "worker.py").write_text(WORKER)
     return directory
 
 
 @pytest.fixture(scope="module")
-def trained(network, workdir) -> dict:
-    """Each case's two workers (a cluster of its own, on its own port; a second cluster in the same
-    processes is not reliable) and, meanwhile, one process without a network training on each
-    case's one-process records: {"CASE/workerI" or "CASE/RECORDS": the weights and losses}."""
-    runs = {f"{case}-worker{i}": [run(case, "multi_worker", records[i], f"worker{i}")]
-            for case, (_, _, records, _) in CASES.items() for i in range(2)}
-    runs["one"] = [run(case, "auto", r, r) for case, (*_, one) in CASES.items() for r in one]
-    logs = {name: workdir / f"{name}.log" for name in runs}
+def trained(network, workdir):
+    """workdir, once every process has run to its end."""
+    cluster = {"same": cluster_of(network, PORT), "different": cluster_of(network, PORT + 1)}
+    different = [sys.executable, "worker.py"]
+    commands = {  # name: (namespace or None, cwd, argv, TF_CONFIG or None)
+        **{f"same-worker{i}": (i, workdir / f"machine{i}", STAGE, tf_config(cluster["same"], i)) for i in range(2)},
+        "same-one": (None, workdir / "one", STAGE, None),
+        **{f"different-worker{i}": (i, workdir, different + [params("multi_worker"), f"worker{i}", "ab"[i]],
+                                    tf_config(cluster["different"], i)) for i in range(2)},
+        "different-one": (None, workdir, different + [params("auto"), "one", "a", "b", "union"], None),
+    }
+    logs = {name: workdir / f"{name}.log" for name in commands}
     with contextlib.ExitStack() as stack:
-        out = {name: stack.enter_context(open(path, "w")) for name, path in logs.items()}
-        procs = {"one": start(subprocess.Popen, out["one"], workdir, runs["one"])}
-        stack.callback(stop, procs["one"])
-        for port, case in enumerate(CASES, PORT):
-            cluster = {"worker": [f"{address}:{port}" for address in network.addresses]}
-            for i in range(2):
-                name = f"{case}-worker{i}"
-                tf_config = {"cluster": cluster, "task": {"type": "worker", "index": i}}
-                procs[name] = start(functools.partial(network.spawn, i), out[name], workdir, runs[name],
-                                    TF_CONFIG=json.dumps(tf_config))
+        procs = {}
+        for name, (side, cwd, argv, config) in commands.items():
+            log = stack.enter_context(open(logs[name], "w"))
+            procs[name] = launch(network, side, argv, cwd=cwd, env=environment(config), stdout=log,
+                                 stderr=subprocess.STDOUT)
+            stack.callback(stop, procs[name])
         wait_all(procs, logs, timeout=300)
-    for name in runs.keys() - {"one"}:
-        assert "Strategy with 2 replica(s)" in logs[name].read_text(), name
-    return {path.stem.replace("+", "/"): np.load(path) for path in workdir.glob("*.npz")}
+    for name in commands:
+        if "worker" in name:
+            assert "Strategy with 2 replica(s)" in logs[name].read_text(), name
+    return workdir
 
 
-def run(case: str, kind: str, records: str, name: str) -> dict:
-    optimizer, params, _, _ = CASES[case]
-    return {"optimizer": optimizer, "params": {**TINY, **params, "distribute": kind}, "records": records,
-            "out": f"{case}+{name}.npz"}
+def launch(network, side: int | None, argv: list[str], **popen) -> subprocess.Popen:
+    """In namespace `side`; or, for None, outside them all (a process that sends nothing)."""
+    return subprocess.Popen(argv, **popen) if side is None else network.spawn(side, argv, **popen)
 
 
-def start(spawn, log, cwd, runs: list[dict], **env) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env}
-    env = {k: v for k, v in env.items() if "proxy" not in k.lower()}  # the workers talk to each other directly
-    return spawn([sys.executable, "worker.py", json.dumps(runs)], cwd=cwd, env=env, stdout=log,
-                 stderr=subprocess.STDOUT)
+def cluster_of(network, port: int) -> dict:
+    return {"worker": [f"{address}:{port}" for address in network.addresses]}
+
+
+def tf_config(cluster: dict, index: int) -> str:
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+
+
+def params(distribute: str) -> str:
+    return json.dumps({**DIFFERENT, "distribute": distribute})
+
+
+def environment(config: str | None) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    if config is not None:
+        env["TF_CONFIG"] = config
+    return {k: v for k, v in env.items() if "proxy" not in k.lower()}  # the workers talk to each other directly
 
 
 def wait_all(procs: dict, logs: dict, timeout: float) -> None:
@@ -125,36 +143,75 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def write_corpora(tmp_path) -> None:
-    """rec: a line of Hamlet; a and b: WINDOWS training windows all alike ("abcd..." and "acbd..."),
-    and union: half of each, in one vocabulary."""
+def write_corpora(directory) -> None:
+    """rec: a line of Hamlet, 5001 characters: 4501 train, 225 windows, 224 with random offsets,
+    14 batches of 16 (see test_two_machines_...). a and b: WINDOWS training windows all alike
+    ("abcd..." and "acbd..."), and union: half of each. All in one vocabulary."""
     from charrnn.data import records
     from charrnn.data.vocab import Vocabulary, count_chars
 
     a, b = "abcd" * 90, "acbd" * 90  # 360 characters: 324 train, 16 windows of 21 stepping by 20
-    corpora = {"rec": "to be or not to be, that is the question.\n" * 119, "a": a, "b": b,
+    corpora = {"rec": ("to be or not to be, that is the question.\n" * 120)[:5001], "a": a, "b": b,
                "union": a[:20 * WINDOWS // 2] + b[:-20 * WINDOWS // 2]}  # a's last window ends on b's first "a"
     vocab = Vocabulary.from_counts(count_chars(corpora.values()))
-    vocab.save(tmp_path / "vocab.json")
+    vocab.save(directory / "vocab.json")
     for name, text in corpora.items():
-        (tmp_path / f"{name}.txt").write_text(text)
-        records.write_records(tmp_path / f"{name}.txt", vocab, tmp_path / name, seq_length=20, val_fraction=0.1)
+        (directory / f"{name}.txt").write_text(text)
+        records.write_records(directory / f"{name}.txt", vocab, directory / name, seq_length=20, val_fraction=0.1)
 
 
-def assert_bitwise_equal(a, b) -> None:
-    assert a.files == b.files
-    for key in a.files:
-        assert np.array_equal(a[key], b[key]), key
+def checkout(directory, name: str, distribute: str) -> None:
+    """What the train stage of a machine reads: dvc.yaml, params.yaml, the vocabulary and the
+    records (`dvc pull` on a real one)."""
+    root = directory / name
+    (root / "data").mkdir(parents=True)
+    shutil.copy(REPO / "dvc.yaml", root)
+    write_params(root, {"seq_length": 20, "train": {**SAME, "distribute": distribute}})
+    shutil.copy(directory / "vocab.json", root / "data" / "vocab.json")
+    shutil.copytree(directory / "rec", root / "data" / "records")
+
+
+def saved_weights(root) -> dict:
+    """{dataset path: array} of the model the train stage saved in checkout `root`."""
+    import h5py
+
+    arrays = {}
+
+    def keep(path, item):
+        if isinstance(item, h5py.Dataset):
+            arrays[path] = item[()]
+
+    with h5py.File(root / "data" / "model" / WEIGHTS, "r") as f:
+        f.visititems(keep)
+    assert arrays
+    return arrays
 
 
 def assert_close(a, b) -> None:
-    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
-    for key in a.files:
+    assert sorted(a) == sorted(b)
+    for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
+def assert_bitwise_equal(a, b) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
 def largest_difference(a, b) -> float:
-    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a.files if k != "loss")
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a if k != "loss")
+
+
+def trained_on(directory, name: str) -> dict:
+    """The "different" case's weights and losses of one-RECORDS (one process on a, b or union)
+    or workerI-RECORDS (worker I of the cluster)."""
+    return dict(np.load(directory / f"{name}.npz"))
+
+
+def history(root) -> np.ndarray:
+    """epoch, loss, val_loss of each epoch of the train stage in checkout `root`."""
+    return np.loadtxt(root / "metrics" / "history.csv", delimiter=",", skiprows=1)
 
 
 def test_the_namespaces_are_joined_and_lead_nowhere_else(network):
@@ -169,35 +226,46 @@ def test_the_namespaces_are_joined_and_lead_nowhere_else(network):
         assert probe.returncode != 0 and "Network is unreachable" in probe.stderr, probe.stderr
 
 
-def test_two_workers_on_two_networks_end_identical_and_match_one_process(trained):
-    """The same records for both, the project's recipe (Adam, clipping, cosine schedule)."""
-    assert_bitwise_equal(trained["same/worker0"], trained["same/worker1"])
-    assert_close(trained["same/worker0"], trained["same/rec"])
-
-
-def test_the_workers_talked_over_the_veth_pair(trained, network, workdir):
-    """Their only way to each other. Each needs the other's whole gradient every step, so it
-    receives at least the weights' size a step."""
+def test_two_machines_running_the_train_stage_end_identical_and_match_one_process(trained):
+    """The README's worker command on each machine, the same records, the project's recipe. Every
+    batch splits evenly between the workers: a batch that does not (a last one of 15) is weighed
+    half and half by the workers rather than window by window (weights 4e-4 off after 2 epochs)."""
     from charrnn.data import reader
 
-    _, params, _, _ = CASES["same"]
-    steps = params["epochs"] * reader.batches_per_epoch(workdir / "rec", "train", params["batch_size"])
-    weights = sum(array.nbytes for key, array in trained["same/worker0"].items() if key != "loss")
+    assert reader.window_count(reader.load_meta(trained / "rec"), "train", shifted=True) % SAME["batch_size"] == 0
+    machines = [trained / f"machine{i}" for i in range(2)]
+    weights = [(m / "data" / "model" / WEIGHTS).read_bytes() for m in machines]
+    assert weights[0] == weights[1]  # the saved file's bytes are reproducible (charrnn.nn.network.save)
+    assert_bitwise_equal(*map(saved_weights, machines))
+    assert_close(saved_weights(machines[0]), saved_weights(trained / "one"))
+    assert np.array_equal(history(machines[0]), history(machines[1]))
+    np.testing.assert_allclose(history(machines[0]), history(trained / "one"), rtol=1e-5)
+
+
+def test_the_workers_talked_over_the_veth_pair(trained, network):
+    """Their only way to each other. Each needs the other's whole gradient every step, so it
+    receives at least the weights' size a step (the "same" case's steps alone)."""
+    from charrnn.data import reader
+
+    steps = SAME["epochs"] * reader.batches_per_epoch(trained / "rec", "train", SAME["batch_size"], random_offset=True)
+    weights = sum(array.nbytes for array in saved_weights(trained / "machine0").values())
     for side in range(2):
         assert network.received_bytes(side) > steps * weights
 
 
-def test_with_different_data_per_worker_the_gradients_are_averaged(trained, workdir):
+def test_with_different_data_per_worker_the_gradients_are_averaged(trained):
     """Worker 0 trains on a, worker 1 on b: every window of each is the same one, so whatever part
     of a batch a worker takes, it is copies of its window, and each step of the cluster is one of
-    the mean gradient of both. One process training on the union (half of each in every batch)
+    the mean gradient of both. One process training on the union (half of each in its batch)
     takes the same steps, and one on either corpus alone does not."""
-    assert_windows(workdir)
-    worker = trained["different/worker0"]
-    assert_bitwise_equal(worker, trained["different/worker1"])
-    assert_close(worker, trained["different/union"])
+    assert_windows(trained)
+    worker0, worker1 = trained_on(trained, "worker0-a"), trained_on(trained, "worker1-b")
+    assert_bitwise_equal(worker0, worker1)
+    union = trained_on(trained, "one-union")
+    np.testing.assert_allclose(worker0.pop("loss"), union.pop("loss"), rtol=1e-5)
+    assert_close(worker0, union)
     for alone in ("a", "b"):
-        assert largest_difference(worker, trained[f"different/{alone}"]) > 1e-2, alone
+        assert largest_difference(worker0, trained_on(trained, f"one-{alone}")) > 1e-2, alone
 
 
 def assert_windows(directory) -> None:
