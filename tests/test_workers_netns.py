@@ -1,10 +1,10 @@
 """train.distribute=multi_worker across two networks: one worker in each of two network namespaces
 joined by a veth pair (tests/netns.py), talking over it as two machines would.
 
-Two clusters run side by side, each on its own port (a second cluster in the same processes is
-not reliable): "same", the README's command (stages/train.py) on two checkouts of the same data,
-and "different", a script giving each worker its own corpus. Meanwhile processes without a
-network train the one-process references."""
+Three clusters run side by side, each on its own port (a second cluster in the same processes is
+not reliable): "same", the README's command (stages/train.py) on two checkouts of the same data;
+"different" and "uneven", a script giving each worker its own corpus. Meanwhile processes
+without a network train the one-process references."""
 import contextlib
 import json
 import os
@@ -24,7 +24,7 @@ from tests.project import REPO, write_params
 
 pytestmark = pytest.mark.slow
 
-PORT = 12345  # and the next one: free, as each namespace is new
+PORT = 12345  # and the next ones: free, as each namespace is new
 STAGE = [sys.executable, str(REPO / "stages" / "train.py")]
 # The project's recipe (Adam, clipping, warm-up, cosine schedule, random offsets), on a tiny model
 SAME = {"embedding_dim": 8, "units": 32, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
@@ -34,20 +34,21 @@ WORKER = textwrap.dedent('''
     import keras
     import numpy as np
     from charrnn.core.params import TrainParams
+    from charrnn.data import reader
     from charrnn.data.vocab import Vocabulary
     from charrnn.nn import recipe, training
 
     # SGD steps in proportion to the gradient: Adam's steps would hide a sum taken for a mean
     recipe.optimizer = lambda params, total_steps: keras.optimizers.SGD(params.learning_rate)
-    params, name, vocab = TrainParams(**json.loads(sys.argv[1])), sys.argv[2], Vocabulary.load("vocab.json")
+    params, name, vocab = json.loads(sys.argv[1]), sys.argv[2], Vocabulary.load("vocab.json")
     for records in sys.argv[3:]:  # each from the same initial weights
+        batch = reader.load_meta(records).train_windows  # every window in one batch: one step an epoch
         training.configure(42, threads=1)
-        result = training.train(params, records, vocab)
+        result = training.train(TrainParams(**params, batch_size=batch), records, vocab)
         np.savez(f"{name}-{records}.npz", loss=np.array(result.history["loss"]), *result.model.get_weights())
 ''')
-WINDOWS = 16  # of each corpus of the "different" case, all in one batch: one step an epoch
-DIFFERENT = {"embedding_dim": 8, "units": 32, "epochs": 3, "batch_size": WINDOWS, "learning_rate": 0.5,
-             "random_offset": False}
+DIFFERENT = {"embedding_dim": 8, "units": 32, "epochs": 3, "learning_rate": 0.5, "random_offset": False}
+WINDOWS = {"": 16, "15": 15}  # the "different" and "uneven" cases' corpora (a, b, union; a15, b15, union15)
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +79,15 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(network, workdir):
     """workdir, once every process has run to its end."""
-    cluster = {"same": cluster_of(network, PORT), "different": cluster_of(network, PORT + 1)}
+    cluster = {case: cluster_of(network, port) for port, case in enumerate(("same", "different", "uneven"), PORT)}
     different = [sys.executable, "worker.py"]
     commands = {  # name: (namespace or None, cwd, argv, TF_CONFIG or None)
         **{f"same-worker{i}": (i, workdir / f"machine{i}", STAGE, tf_config(cluster["same"], i)) for i in range(2)},
         "same-one": (None, workdir / "one", STAGE, None),
-        **{f"different-worker{i}": (i, workdir, different + [params("multi_worker"), f"worker{i}", "ab"[i]],
-                                    tf_config(cluster["different"], i)) for i in range(2)},
-        "different-one": (None, workdir, different + [params("auto"), "one", "a", "b", "union"], None),
+        **{f"{case}-worker{i}": (i, workdir, different + [params("multi_worker"), f"worker{i}", "ab"[i] + suffix],
+                                 tf_config(cluster[case], i)) for case, suffix in (("different", ""), ("uneven", "15"))
+           for i in range(2)},
+        "different-one": (None, workdir, different + [params("auto"), "one", "a", "b", "union", "union15"], None),
     }
     logs = {name: workdir / f"{name}.log" for name in commands}
     with contextlib.ExitStack() as stack:
@@ -145,14 +147,18 @@ def stop(proc: subprocess.Popen) -> None:
 
 def write_corpora(directory) -> None:
     """rec: a line of Hamlet, 5001 characters: 4501 train, 225 windows, 224 with random offsets,
-    14 batches of 16 (see test_two_machines_...). a and b: WINDOWS training windows all alike
-    ("abcd..." and "acbd..."), and union: half of each. All in one vocabulary."""
+    14 batches of 16 (see test_two_machines_...). For each of WINDOWS, a and b: that many training
+    windows all alike ("abcd..." and "acbd..."), and union: the first half (rounded up) of a's,
+    then b's. All in one vocabulary."""
     from charrnn.data import records
     from charrnn.data.vocab import Vocabulary, count_chars
 
-    a, b = "abcd" * 90, "acbd" * 90  # 360 characters: 324 train, 16 windows of 21 stepping by 20
-    corpora = {"rec": ("to be or not to be, that is the question.\n" * 120)[:5001], "a": a, "b": b,
-               "union": a[:20 * WINDOWS // 2] + b[:-20 * WINDOWS // 2]}  # a's last window ends on b's first "a"
+    corpora = {"rec": ("to be or not to be, that is the question.\n" * 120)[:5001]}
+    for suffix, n in WINDOWS.items():
+        length = 20 * n + 40  # 0.9 of it trains: n windows of 21 characters stepping by 20
+        a, b = ("abcd" * n * 6)[:length], ("acbd" * n * 6)[:length]
+        cut = 20 * -(-n // 2)  # a's last window there ends on b's first "a"
+        corpora |= {f"a{suffix}": a, f"b{suffix}": b, f"union{suffix}": a[:cut] + b[:length - cut]}
     vocab = Vocabulary.from_counts(count_chars(corpora.values()))
     vocab.save(directory / "vocab.json")
     for name, text in corpora.items():
@@ -258,7 +264,7 @@ def test_with_different_data_per_worker_the_gradients_are_averaged(trained):
     of a batch a worker takes, it is copies of its window, and each step of the cluster is one of
     the mean gradient of both. One process training on the union (half of each in its batch)
     takes the same steps, and one on either corpus alone does not."""
-    assert_windows(trained)
+    assert_windows(trained, "")
     worker0, worker1 = trained_on(trained, "worker0-a"), trained_on(trained, "worker1-b")
     assert_bitwise_equal(worker0, worker1)
     union = trained_on(trained, "one-union")
@@ -268,15 +274,26 @@ def test_with_different_data_per_worker_the_gradients_are_averaged(trained):
         assert largest_difference(worker0, trained_on(trained, f"one-{alone}")) > 1e-2, alone
 
 
-def assert_windows(directory) -> None:
-    """The corpora are what the test says: WINDOWS training windows each, all alike in a and in
-    b, half of each in the union."""
+def assert_windows(directory, suffix: str) -> None:
+    """The corpora are what the test says: n training windows each, all alike in a and in b, the
+    first half (rounded up) of a's then b's in the union."""
     from charrnn.data import reader
 
     def windows(name):
-        return [w.numpy().tobytes() for w in reader.read_windows(directory / name, "train")]
+        return [w.numpy().tobytes() for w in reader.read_windows(directory / f"{name}{suffix}", "train")]
 
-    a, b, union = windows("a"), windows("b"), windows("union")
+    n, (a, b, union) = WINDOWS[suffix], map(windows, ("a", "b", "union"))
     assert len(set(a)) == len(set(b)) == 1 and a[0] != b[0]
-    assert len(a) == len(b) == len(union) == WINDOWS
-    assert sorted(union) == sorted(a[: WINDOWS // 2] + b[: WINDOWS // 2])
+    assert len(a) == len(b) == len(union) == n
+    assert union == a[: -(-n // 2)] + b[: n // 2]
+
+
+def test_a_batch_split_unevenly_is_weighed_per_worker_not_per_window(trained):
+    """Batches of 15 windows, 8 for one worker and 7 for the other: the cluster steps on the mean
+    of the two workers' gradients, as with 8 and 8, not on that of the 15 windows (README)."""
+    assert_windows(trained, "15")
+    worker0, worker1 = trained_on(trained, "worker0-a15"), trained_on(trained, "worker1-b15")
+    assert_bitwise_equal(worker0, worker1)
+    even = trained_on(trained, "worker0-a")
+    assert_close({k: v for k, v in worker0.items() if k != "loss"}, {k: v for k, v in even.items() if k != "loss"})
+    assert largest_difference(worker0, trained_on(trained, "one-union15")) > 5e-4
