@@ -67,7 +67,7 @@ def network():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """The corpora's records in one vocabulary, three checkouts for the train stage (two machines
-    and one process) and the script of the "different" case."""
+    and one process) and the script of the "different" and "uneven" cases."""
     directory = tmp_path_factory.mktemp("workers")
     write_corpora(directory)
     for name, distribute in (("machine0", "multi_worker"), ("machine1", "multi_worker"), ("one", "auto")):
@@ -79,16 +79,7 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(network, workdir):
     """workdir, once every process has run to its end."""
-    cluster = {case: cluster_of(network, port) for port, case in enumerate(("same", "different", "uneven"), PORT)}
-    different = [sys.executable, "worker.py"]
-    commands = {  # name: (namespace or None, cwd, argv, TF_CONFIG or None)
-        **{f"same-worker{i}": (i, workdir / f"machine{i}", STAGE, tf_config(cluster["same"], i)) for i in range(2)},
-        "same-one": (None, workdir / "one", STAGE, None),
-        **{f"{case}-worker{i}": (i, workdir, different + [params("multi_worker"), f"worker{i}", "ab"[i] + suffix],
-                                 tf_config(cluster[case], i)) for case, suffix in (("different", ""), ("uneven", "15"))
-           for i in range(2)},
-        "different-one": (None, workdir, different + [params("auto"), "one", "a", "b", "union", "union15"], None),
-    }
+    commands = processes(network, workdir)
     logs = {name: workdir / f"{name}.log" for name in commands}
     with contextlib.ExitStack() as stack:
         procs = {}
@@ -104,16 +95,27 @@ def trained(network, workdir):
     return workdir
 
 
+def processes(network, workdir) -> dict:
+    """{name: (namespace or None, cwd, argv, TF_CONFIG or None)} of every process of the test."""
+    script = [sys.executable, "worker.py"]
+    ports = {"same": PORT, "different": PORT + 1, "uneven": PORT + 2}
+    commands = {"same-one": (None, workdir / "one", STAGE, None),
+                "different-one": (None, workdir, script + [params("auto"), "one", "a", "b", "union", "union15"], None)}
+    for i in range(2):
+        commands[f"same-worker{i}"] = (i, workdir / f"machine{i}", STAGE, tf_config(network, ports["same"], i))
+        for case, suffix in (("different", ""), ("uneven", "15")):
+            argv = script + [params("multi_worker"), f"worker{i}", "ab"[i] + suffix]
+            commands[f"{case}-worker{i}"] = (i, workdir, argv, tf_config(network, ports[case], i))
+    return commands
+
+
 def launch(network, side: int | None, argv: list[str], **popen) -> subprocess.Popen:
     """In namespace `side`; or, for None, outside them all (a process that sends nothing)."""
     return subprocess.Popen(argv, **popen) if side is None else network.spawn(side, argv, **popen)
 
 
-def cluster_of(network, port: int) -> dict:
-    return {"worker": [f"{address}:{port}" for address in network.addresses]}
-
-
-def tf_config(cluster: dict, index: int) -> str:
+def tf_config(network, port: int, index: int) -> str:
+    cluster = {"worker": [f"{address}:{port}" for address in network.addresses]}
     return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
