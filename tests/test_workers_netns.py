@@ -99,12 +99,12 @@ def processes(network, workdir) -> dict:
     """{name: (namespace or None, cwd, argv, TF_CONFIG or None)} of every process of the test."""
     script = [sys.executable, "worker.py"]
     ports = {"same": PORT, "different": PORT + 1, "uneven": PORT + 2}
-    commands = {"same-one": (None, workdir / "one", STAGE, None),
-                "different-one": (None, workdir, script + [params("auto"), "one", "a", "b", "union", "union15"], None)}
+    one = script + [script_params("auto"), "one", "a", "b", "union", "union15"]
+    commands = {"same-one": (None, workdir / "one", STAGE, None), "different-one": (None, workdir, one, None)}
     for i in range(2):
         commands[f"same-worker{i}"] = (i, workdir / f"machine{i}", STAGE, tf_config(network, ports["same"], i))
         for case, suffix in (("different", ""), ("uneven", "15")):
-            argv = script + [params("multi_worker"), f"worker{i}", "ab"[i] + suffix]
+            argv = script + [script_params("multi_worker"), f"worker{i}", "ab"[i] + suffix]
             commands[f"{case}-worker{i}"] = (i, workdir, argv, tf_config(network, ports[case], i))
     return commands
 
@@ -119,7 +119,7 @@ def tf_config(network, port: int, index: int) -> str:
     return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
-def params(distribute: str) -> str:
+def script_params(distribute: str) -> str:
     return json.dumps({**DIFFERENT, "distribute": distribute})
 
 
