@@ -98,7 +98,8 @@ class EpochReport(keras.callbacks.Callback):
         if self.on_epoch is not None:
             # the rate the optimizer applies now (a schedule's value after this epoch's steps)
             rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            metrics = {**{k: float(v) for k, v in (logs or {}).items()}, "learning_rate": rate, **row}
+            timing = {k: v for k, v in row.items() if k != "epoch"}  # the step says which epoch
+            metrics = {**{k: float(v) for k, v in (logs or {}).items()}, "learning_rate": rate, **timing}
             self.on_epoch(epoch + 1, metrics)
 
 
