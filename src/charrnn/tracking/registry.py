@@ -223,9 +223,10 @@ def resolve(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    parsed = _parsed(uri)
     client = _read_client(root)
     try:
-        v = _named_version(client, uri)
+        v = _named_version(client, parsed)
         local = mlflow.artifacts.download_artifacts(artifact_uri=v.source, dst_path=str(dest),
                                                     tracking_uri=tracking.tracking_uri(root))
     except MlflowException as e:
@@ -233,12 +234,17 @@ def resolve(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
     return Path(local), _version(v)
 
 
-def _named_version(client, uri: str):
-    """The model version `models:/name@alias` or `models:/name/version` names (MlflowException if none)."""
+def _parsed(uri: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version number) of `models:/name@alias` or `models:/name/version`."""
     match = re.fullmatch(MODEL_URI, uri)
     if not match:
         raise RegistryError(f"{uri!r} is not a registered model URI: use models:/<name>@<alias> or models:/<name>/<version>")
-    name, alias, number = match.groups()
+    return match.groups()
+
+
+def _named_version(client, parsed: tuple[str, str | None, str | None]):
+    """The model version a parsed URI names (MlflowException if none)."""
+    name, alias, number = parsed
     return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
 
 
@@ -248,9 +254,10 @@ def training_model(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
     version's model-hash tag. For fine-tuning (train.init_from)."""
     from mlflow.exceptions import MlflowException
 
+    parsed = _parsed(uri)
     client = _read_client(root)
     try:
-        v = _named_version(client, uri)
+        v = _named_version(client, parsed)
     except MlflowException as e:
         raise RegistryError(f"{uri}: {redact(e.message)} (store: {redact(tracking.tracking_uri(root))})") from None
     where = f"{uri} (version {v.version} of {v.name!r})"
