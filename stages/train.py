@@ -40,8 +40,9 @@ def main() -> None:
         files.write_json(paths.METRICS / "train.json", summary)
         tracking.publish_training(run, params, result.history)
     result.checkpoints.clear()  # every output is in place: nothing left to resume
+    origin = f" (fine-tuned from {recorded.pinned})" if recorded else ""
     print(f"trained {summary['epochs']} epoch(s); kept epoch {summary['model_epoch']}: loss {summary['loss']:.4f}, "
-          f"val_loss {summary['val_loss']:.4f} -> {paths.MODEL}/" + (f" (fine-tuned from {recorded.pinned})" if recorded else ""))
+          f"val_loss {summary['val_loss']:.4f} -> {paths.MODEL}/{origin}")
 
 
 if __name__ == "__main__":
