@@ -215,6 +215,10 @@ PARAMS = [
     Case("params-not-utf8", ["train"], r"params\.yaml: cannot be read", write("params.yaml", b"train:\n  cell: \xff\n")),
     Case("vocab-nothing-kept", ["build_vocab"], r"the vocabulary would hold nothing but \[UNK\]",
          params(vocab__min_count=10**12)),
+    Case("init-from-size-conflict", ["build_vocab"], r"train\.init_from: train\.units is 64 but the parent's is 32",
+         both(lambda root: _parent(root), params(train__init_from="parent", train__units=64))),
+    Case("init-from-not-a-uri", ["build_vocab"], r"'train\.init_from' must be \"\" \(train from scratch\), a model "
+         r"directory, or models:/<name>@<alias>", params(train__init_from="'models:/charrnn'")),
 ]
 
 # --- corpora -----------------------------------------------------------------------------------------
@@ -294,6 +298,13 @@ MODEL_DIRECTORIES = [
          edit_json("data/model/vocab.json", format=7)),
     Case("vocab-pipeline-no-unk", ["make_tfrecords"], r"data/vocab\.json: not a charrnn vocabulary \('unk'",
          edit_json("data/vocab.json", unk=None)),
+    Case("init-from-nowhere", ["build_vocab"], r"train\.init_from 'nowhere': nowhere does not exist",
+         params(train__init_from="nowhere")),
+    Case("init-from-damaged", ["build_vocab"], r"train\.init_from 'parent': parent/model\.weights\.h5 is not a readable "
+         r"weights file", both(lambda root: _parent(root), truncate("parent/model.weights.h5", 4000),
+                              params(train__init_from="parent"))),
+    Case("init-from-not-recorded", ["train"], r"data/parent\.json was written for another train\.init_from than "
+         r"'parent': run `dvc repro build_vocab`", both(lambda root: _parent(root), params(train__init_from="parent"))),
 ]
 
 # --- JSON nested too deep, in every file read --------------------------------------------------------
@@ -373,6 +384,12 @@ MLFLOW = [
          r"no MLflow store at sqlite:///.*/mlruns/mlflow\.db yet"),
     Case("generate-registered-unknown", ["charrnn", "generate", "--model", "models:/charrnn/3", "--prompt", "RO"],
          r"models:/charrnn/3: .*\(store: sqlite:///.*mlflow\.db\)", lambda root: _store(root, "charrnn")),
+    Case("init-from-no-store", ["build_vocab"], r"no MLflow store at sqlite:///.*/mlruns/mlflow\.db yet",
+         params(train__init_from="'models:/charrnn@base'")),
+    Case("init-from-unknown-alias", ["build_vocab"], r"models:/charrnn@nosuch: .*nosuch.* \(store: sqlite:///",
+         both(lambda root: _store(root, "charrnn"), params(train__init_from="'models:/charrnn@nosuch'"))),
+    Case("init-from-unknown-model", ["build_vocab"], r"models:/nosuch/1: .*nosuch.* \(store: sqlite:///",
+         both(lambda root: _store(root, "charrnn"), params(train__init_from="'models:/nosuch/1'"))),
     Case("promote-full-width-digit", ["charrnn", "promote", "１"], r"no version of the registered model 'charrnn' comes from "
          r"'１'", lambda root: _store(root, "charrnn")),
 ]
@@ -402,6 +419,11 @@ def _store(root: Path, *experiments: str) -> None:
     for name in experiments:
         client.create_experiment(name)
     client.create_registered_model("charrnn")
+
+
+def _parent(root: Path) -> None:
+    """A copy of the trained model at parent/, to fine-tune from."""
+    shutil.copytree(root / "data/model", root / "parent")
 
 
 def _poison(root: Path, value: float) -> None:

@@ -34,6 +34,28 @@ def test_initial_states_match_none():
     assert np.allclose(a, b)
 
 
+def test_a_model_grown_from_a_parent_keeps_its_weights_and_fresh_rows_for_new_ids():
+    from charrnn.data.vocab import Vocabulary, count_chars
+
+    parent = tiny_model(VOCAB, seed=1)
+    wider = VOCAB.extended(count_chars(["xyz"]))
+    model = tiny_model(wider, seed=2)
+    fresh = [w.copy() for w in model.get_weights()]
+    network.grow_from(model, parent)
+    old, new = parent.get_weights(), model.get_weights()
+    n = VOCAB.size
+    np.testing.assert_array_equal(new[0][:n], old[0][:n])  # embedding rows of the parent's ids
+    np.testing.assert_array_equal(new[0][n:], fresh[0][n:])  # the new ids' rows as initialised
+    np.testing.assert_array_equal(new[-2][:, :n], old[-2])  # output kernel columns
+    np.testing.assert_array_equal(new[-2][:, n:], fresh[-2][:, n:])
+    np.testing.assert_array_equal(new[-1][:n], old[-1])  # output bias
+    for a, b in zip(new[1:-2], old[1:-2]):  # the GRU: the parent's
+        np.testing.assert_array_equal(a, b)
+    ids = np.array([VOCAB.encode("ROMEO: abba")])
+    np.testing.assert_allclose(model(ids).numpy()[..., :n], parent(ids).numpy(), atol=1e-6)  # same scores for old ids
+    assert wider.size == n + 3 and isinstance(wider, Vocabulary)
+
+
 def test_save_load_round_trip(tmp_path):
     model, vocab = tiny("gru", layers=1)
     network.save(model, vocab, tmp_path / "m")
@@ -105,7 +127,7 @@ def edit_vocab(path, **changes):
      "model.weights.h5 is not a readable weights file"),
     (lambda p: (p / "vocab.json").write_bytes(b'{"format": 1, "unk": "[UNK]", "chars": ["\xff"], "counts": [1]}'), "not a charrnn vocabulary"),
     (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["\\ud800"], "counts": [1]}'), "no lone surrogates"),
-    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["a", "a"], "counts": [1, 1]}'), "distinct and sorted"),
+    (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["a", "a"], "counts": [1, 1]}'), "must be distinct"),
     (lambda p: (p / "vocab.json").write_text('{"format": 1, "unk": "[UNK]", "chars": ["x", "y"], "counts": [1, 1]}'),
      "vocab.json is not the vocabulary .* was trained with"),
     (lambda p: poison(p, np.nan, 0), r"model\.weights\.h5 holds NaN or infinite values \(in .*\): the file is damaged"),

@@ -106,6 +106,14 @@ def test_a_value_is_accepted_exactly_when_its_rule_holds(value):
             assert math.isfinite(got)
 
 
+@pytest.mark.parametrize("value, ok", [
+    ("", True), ("models:/base@champion", True), ("models:/base/3", True), ("models/base", True),
+    ("data/model", True), ("models:/base", False), ("models:/base/v3", False), ("models:/a/b@c", False),
+    (" models/base", False), ("models/\tbase", False)])
+def test_init_from_is_empty_a_path_or_a_registered_model_uri(value, ok):
+    assert (problem("train.init_from", value) is None) == ok, value
+
+
 def test_int_is_accepted_for_float():
     p = Params.from_dict({"train": {"learning_rate": 1}})
     assert p.train.learning_rate == 1.0 and isinstance(p.train.learning_rate, float)

@@ -99,6 +99,7 @@ STALE_AFTER = {  # a change of this param -> exactly these stages are stale
     ("data.shard_mb", 1): ["make_tfrecords"],
     ("vocab.min_count", 2): ["build_vocab"],
     ("vocab.max_size", 30): ["build_vocab"],
+    ("train.init_from", "models:/charrnn@base"): ["build_vocab", "train"],  # build_vocab resolves the parent
     ("train.units", 24): ["train"],
     ("train.epochs", 3): ["train"],
     ("train.cell", "lstm"): ["train"],
@@ -136,6 +137,8 @@ STALE_AFTER_EDIT = {
     "src/charrnn/sampling/settings.py": ["sample"],
     "src/charrnn/data/vocab.py": ["build_vocab", "make_tfrecords", "train", "evaluate_perplexity", "sample"],
     "src/charrnn/sampling/novelty.py": ["sample"],
+    "src/charrnn/nn/lineage.py": ["build_vocab", "train"],
+    "src/charrnn/tracking/parents.py": [],  # fetches the parent; its hash, in data/parent.json, is the dependency
     "src/charrnn/core/isa.py": ["train", "evaluate_perplexity", "sample"],
     "src/charrnn/tracking/runs.py": [],
     "src/charrnn/tracking/registry.py": [],

@@ -60,6 +60,32 @@ def test_metrics():
     assert m == {"size": 2, "distinct_chars": 2, "corpus_chars": 4, "coverage": 0.75, "unk_rate": 0.25}
 
 
+def test_an_extended_vocabulary_keeps_every_parent_id_and_appends_the_new_characters():
+    parent = vocab_of("abc d\n")
+    counts = count_chars(["bbb zy é x\n"])  # no "a", "c" or "d"; new: "x", "y", "z", "é"
+    v = parent.extended(counts)
+    assert v.id_to_char[:parent.size] == parent.id_to_char  # every old id means what it meant
+    assert v.chars[parent.size - 1:] == ("x", "y", "z", "é")  # the new ones, by code point
+    assert v.encode("abcd").tolist() == parent.encode("abcd").tolist()
+    assert v.decode(v.encode("é zab")) == "é zab"
+    assert dict(zip(v.chars, v.counts))["a"] == 0 and dict(zip(v.chars, v.counts))["b"] == 3  # the new corpus's counts
+
+
+def test_extension_keeps_the_parent_whole_and_applies_min_count_to_the_rest():
+    parent = vocab_of("abc")
+    v = parent.extended(count_chars(["xxxy"]), min_count=2)
+    assert v.chars == ("a", "b", "c", "x")  # "y" is rarer than min_count; "a" to "c" stay though unseen
+    assert parent.extended(count_chars(["cab"])) == Vocabulary(parent.chars, (1, 1, 1))
+
+
+def test_an_extended_vocabulary_round_trips_and_is_told_from_a_sorted_one(tmp_path):
+    v = vocab_of("mno").extended(count_chars(["abc"]))
+    assert v.chars == ("m", "n", "o", "a", "b", "c")
+    v.save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json") == v
+    assert v.fingerprint != vocab_of("abcmno").fingerprint  # the same characters under other ids
+
+
 def test_save_load_and_fingerprint(tmp_path):
     v = vocab_of("héllo\n")
     v.save(tmp_path / "v.json")

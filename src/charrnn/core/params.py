@@ -13,6 +13,7 @@ import codecs
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,9 @@ FLOAT32_TINY = 1.1754944e-38
 FLOAT32_MAX = 3.4028234e38
 MLFLOW_NAME_MAX = 256  # MLflow's SQL stores hold experiment and registered-model names in VARCHAR(256)
 MODEL_NAME_FORBIDDEN = "/:@'\"`"  # MLflow refuses / and :, a models:/ URI splits at @, its search filters at quotes
+MODEL_URI = r"models:/([^/@]+)(?:@([^/]+)|/([0-9]+))"  # models:/<name>@<alias> or models:/<name>/<version>
+# The train.* params that are the network's shape: a fine-tuned model takes them from its parent.
+ARCHITECTURE = ("cell", "layers", "embedding_dim", "units", "softmax")
 
 
 class ParamsError(CharrnnError, ValueError):
@@ -59,6 +63,15 @@ def _model_name(v: str) -> bool:
     """MLflow's registered-model rule (utils/validation.py: no / or :, not a path that normalises
     differently: '.', '..x') and the project's: a models:/name@alias URI and a search filter can name it."""
     return _mlflow_name(v, MODEL_NAME_FORBIDDEN) and v != "." and not v.startswith("..")
+
+
+def _init_from(v: str) -> bool:
+    """"" (from scratch), a registered-model URI, or a path (checked when it is read)."""
+    if v == "":
+        return True
+    if v != v.strip() or not v.isprintable():
+        return False
+    return not v.startswith("models:") or re.fullmatch(MODEL_URI, v) is not None
 
 
 def _is_text_codec(name: str) -> bool:
@@ -126,6 +139,8 @@ _RULES = {
     "model_name": (_model_name, f"must be a registered-model name MLflow accepts and a models:/ URI can address: 1 to "
                                 f"{MLFLOW_NAME_MAX} printable characters, none of {' '.join(MODEL_NAME_FORBIDDEN)}, "
                                 "no blank at either end, not starting with '..'"),
+    "init_from": (_init_from, "must be \"\" (train from scratch), a model directory, or models:/<name>@<alias> or "
+                              "models:/<name>/<version>"),
     "nonempty": (lambda v: len(v) > 0 and (not isinstance(v, str) or v.strip() != ""), "must not be empty"),
     "separator": (_encodable, "must be a string of valid Unicode (\"\" for none)"),
     "text_codec": (_is_text_codec, "must name a text encoding Python knows, such as utf-8, gb18030, latin-1"),
@@ -183,6 +198,7 @@ class TrainParams:
     rnn_impl: str = field(default="auto", metadata=_rule("rnn_impl"))  # auto: fused GRU on CPU, Keras (cuDNN) on GPU
     mixed_precision: bool = False  # mixed_float16 on a GPU; ignored on a CPU
     softmax: str = field(default="full", metadata=_rule("softmax"))  # adaptive: frequency clusters, for large vocabularies
+    init_from: str = field(default="", metadata=_rule("init_from"))  # "": from scratch; else the parent model to fine-tune
 
 
 @dataclass(frozen=True)
@@ -291,6 +307,12 @@ def flatten(obj, prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{f.name}"] = value
     return out
+
+
+def explicit(train: TrainParams, name: str) -> bool:
+    """Whether the train param `name` was set to something else than its default (every key is in
+    params.yaml, so a default value is what "not set" looks like)."""
+    return getattr(train, name) != getattr(TrainParams(), name)
 
 
 def problem(key: str, value) -> str | None:

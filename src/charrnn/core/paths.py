@@ -10,6 +10,7 @@ CORPUS = Path("data/raw/corpus.txt")
 DOCUMENTS = CORPUS.with_name("documents.json")  # where each document of the corpus is in it (download)
 DOWNLOAD_CACHE = Path("data/cache")
 VOCAB = Path("data/vocab.json")
+PARENT = Path("data/parent.json")  # the parent model a fine-tuning starts from, as build_vocab resolved it
 RECORDS = Path("data/records")
 MODEL = Path("data/model")
 SAMPLES = Path("data/samples")

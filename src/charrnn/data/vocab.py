@@ -1,4 +1,6 @@
 """The character vocabulary: id 0 is the reserved [UNK], ids 1.. are characters by code point.
+A vocabulary extended for fine-tuning (`extended`) keeps its parent's ids and gives the new
+corpus's other characters the next ones, by code point.
 
 Counting and encoding work on NumPy arrays of code points, so a corpus streams through in chunks
 at tens of MB/s and thousands of distinct characters (CJK) cost nothing extra.
@@ -46,7 +48,7 @@ def count_chars(chunks: Iterable[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    chars: tuple[str, ...]  # id i + 1 -> chars[i], sorted by code point
+    chars: tuple[str, ...]  # id i + 1 -> chars[i]: sorted by code point, or a parent's then the new ones (extended)
     counts: tuple[int, ...]  # corpus count of each kept character
 
     def __post_init__(self):
@@ -56,8 +58,8 @@ class Vocabulary:
                 isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in self.counts):
             raise VocabError("vocabulary counts must be one non-negative integer per character")
         cps = np.array([ord(c) for c in self.chars], dtype=np.uint32)
-        if len(cps) and np.any(np.diff(cps.astype(np.int64)) <= 0):
-            raise VocabError("vocabulary characters must be distinct and sorted by code point")
+        if len(np.unique(cps)) != len(cps):
+            raise VocabError("vocabulary characters must be distinct")
         object.__setattr__(self, "_cps", cps)
 
     @property
@@ -86,6 +88,14 @@ class Vocabulary:
             )
         return cls(tuple(chr(c) for c in present), tuple(int(counts[c]) for c in present))
 
+    def extended(self, counts: np.ndarray, min_count: int = 1, max_size: int = 0) -> "Vocabulary":
+        """This vocabulary (a parent model's) with the characters a corpus's own vocabulary would
+        keep (from_counts) and this one lacks appended, by code point: every id keeps its meaning.
+        Counts are the corpus's, for every character."""
+        kept = set(self.chars)
+        chars = self.chars + tuple(c for c in Vocabulary.from_counts(counts, min_count, max_size).chars if c not in kept)
+        return Vocabulary(chars, tuple(int(counts[ord(c)]) for c in chars))
+
     def encode(self, text: str) -> np.ndarray:
         """Ids of `text`'s characters (int32); characters outside the vocabulary become [UNK]."""
         return self.encode_code_points(code_points(text))
@@ -99,7 +109,7 @@ class Vocabulary:
     def _table(self) -> np.ndarray:
         table = self.__dict__.get("_id_table")
         if table is None:
-            top = int(self._cps[-1]) + 1 if len(self._cps) else 0
+            top = int(self._cps.max()) + 1 if len(self._cps) else 0
             table = np.full(top + 1, UNK_ID, dtype=np.int32)
             table[self._cps] = np.arange(1, len(self._cps) + 1, dtype=np.int32)
             object.__setattr__(self, "_id_table", table)

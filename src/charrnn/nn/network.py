@@ -151,6 +151,16 @@ def build(config: ModelConfig, rnn_impl: str = "auto", policy: str = "float32") 
     return model
 
 
+def grow_from(model: CharRNN, parent: CharRNN) -> None:
+    """Give `model` the weights of `parent`, a model of the same architecture over a vocabulary
+    that `model`'s extends (charrnn.data.vocab.Vocabulary.extended): the embedding rows and output
+    columns of the parent's ids are copied, those of the new ids keep their fresh initialisation."""
+    for mine, theirs in zip(model.weights, parent.weights, strict=True):
+        value, old = keras.ops.convert_to_numpy(mine).copy(), keras.ops.convert_to_numpy(theirs)
+        value[tuple(slice(0, n) for n in old.shape)] = old  # only the vocabulary axis differs
+        mine.assign(value)
+
+
 def save(model: CharRNN, vocab, path: str | Path) -> None:
     # Save a fresh copy: weights only (no optimizer slots) and layer names free of the
     # per-process counters Keras appends ("adam_1"), so the file's bytes are reproducible.

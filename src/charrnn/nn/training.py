@@ -128,10 +128,12 @@ def build_model(params: TrainParams, vocab: Vocabulary, total_steps: int = 1) ->
 
 
 def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=None,
-          backup_dir: str | None = None) -> Result:
+          backup_dir: str | None = None, parent: network.CharRNN | None = None, parent_hash: str = "") -> Result:
     """Fit a new model on the records; `on_epoch(epoch, metrics)` is called after each epoch.
     With `backup_dir`, every epoch is backed up there and a killed training resumes from it
-    (see charrnn.checkpoint); clear it with `result.checkpoints.clear()` once outputs are saved."""
+    (see charrnn.checkpoint); clear it with `result.checkpoints.clear()` once outputs are saved.
+    With `parent` (of content hash `parent_hash`), the model starts from its weights
+    (network.grow_from): fine-tuning; `params` then hold the parent's architecture (charrnn.nn.lineage)."""
     meta = reader.load_meta(records_dir)
     if meta.vocab_fingerprint != vocab.fingerprint:
         raise TrainingError(f"{records_dir} was made with another vocabulary: run `dvc repro make_tfrecords`")
@@ -145,8 +147,10 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
     steps_per_epoch = reader.batches_per_epoch(records_dir, "train", params.batch_size, params.random_offset)
     with strategy.scope():
         model = build_model(params, vocab, total_steps=steps_per_epoch * params.epochs)
-    checkpoints = checkpoint.EpochCheckpoints(backup_dir, training_key(params, records_dir), params.patience,
-                                              params.restore_best)
+        if parent is not None:
+            network.grow_from(model, parent)
+    checkpoints = checkpoint.EpochCheckpoints(backup_dir, training_key(params, records_dir, parent_hash),
+                                              params.patience, params.restore_best)
     first = checkpoints.resume(model)
     if first:
         print(f"resuming after epoch {first} of {params.epochs} (backup in {backup_dir})", flush=True)
@@ -186,10 +190,11 @@ def train(params: TrainParams, records_dir: str, vocab: Vocabulary, on_epoch=Non
                   summary, checkpoints)
 
 
-def training_key(params: TrainParams, records_dir: str) -> str:
-    """What a backup must match to be resumed: every train param and the records' content."""
-    text = json.dumps({"params": dataclasses.asdict(params), "records": files.sha256_tree(records_dir)},
-                      sort_keys=True)
+def training_key(params: TrainParams, records_dir: str, parent_hash: str = "") -> str:
+    """What a backup must match to be resumed: every train param, the records' content and the
+    parent model's (fine-tuning)."""
+    key = {"params": dataclasses.asdict(params), "records": files.sha256_tree(records_dir)}
+    text = json.dumps({**key, "parent": parent_hash} if parent_hash else key, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

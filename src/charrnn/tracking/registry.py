@@ -17,7 +17,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from charrnn.core import files
 from charrnn.core.errors import CharrnnError
+from charrnn.core.params import MODEL_URI
 from charrnn.core.redact import redact
 from charrnn.tracking import runs as tracking
 
@@ -221,18 +223,58 @@ def resolve(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/([0-9]+))", uri)
-    if not match:
-        raise RegistryError(f"{uri!r} is not a registered model URI: use models:/<name>@<alias> or models:/<name>/<version>")
-    name, alias, number = match.groups()
+    parsed = _parsed(uri)
     client = _read_client(root)
     try:
-        v = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+        v = _named_version(client, parsed)
         local = mlflow.artifacts.download_artifacts(artifact_uri=v.source, dst_path=str(dest),
                                                     tracking_uri=tracking.tracking_uri(root))
     except MlflowException as e:
         raise RegistryError(f"{uri}: {redact(e.message)} (store: {redact(tracking.tracking_uri(root))})") from None
     return Path(local), _version(v)
+
+
+def _parsed(uri: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version number) of `models:/name@alias` or `models:/name/version`."""
+    match = re.fullmatch(MODEL_URI, uri)
+    if not match:
+        raise RegistryError(f"{uri!r} is not a registered model URI: use models:/<name>@<alias> or models:/<name>/<version>")
+    return match.groups()
+
+
+def _named_version(client, parsed: tuple[str, str | None, str | None]):
+    """The model version a parsed URI names (MlflowException if none)."""
+    name, alias, number = parsed
+    return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+
+
+def training_model(root: Path, uri: str, dest: Path) -> tuple[Path, Version]:
+    """The model directory (config.json, model.weights.h5, vocab.json) of the version `uri` names:
+    the `model` artifact of the run that trained it, downloaded into dest, checked against the
+    version's model-hash tag. For fine-tuning (train.init_from)."""
+    from mlflow.exceptions import MlflowException
+
+    parsed = _parsed(uri)
+    client = _read_client(root)
+    try:
+        v = _named_version(client, parsed)
+    except MlflowException as e:
+        raise RegistryError(f"{uri}: {redact(e.message)} (store: {redact(tracking.tracking_uri(root))})") from None
+    where = f"{uri} (version {v.version} of {v.name!r})"
+    expected = v.tags.get(tracking.MODEL_HASH_TAG)
+    if not v.run_id or not expected:
+        raise RegistryError(f"{where} is not a charrnn model: it has no training run or no {tracking.MODEL_HASH_TAG} tag")
+    try:
+        local = Path(client.download_artifacts(v.run_id, "model", str(dest)))
+    except Exception as e:  # noqa: BLE001 - MLflow and the artifact store raise their own types for a missing artifact
+        raise RegistryError(f"{where}: the model/ artifact of its run {v.run_id} cannot be downloaded "
+                            f"({type(e).__name__}: {redact(str(e))[:200]})") from None
+    found = files.sha256_tree(local)
+    if found != expected:
+        raise RegistryError(f"{where}: the model/ artifact of its run is not the registered model (its hash is "
+                            f"{found[:12]}, the version's {tracking.MODEL_HASH_TAG} tag says "
+                            f"{expected[:12]}): it is damaged; register the model again or fine-tune another version")
+    return local, _version(v)
 
 
 @dataclass(frozen=True)
