@@ -20,7 +20,8 @@ from pathlib import Path
 from tests.servers import free_port
 
 VENV_BIN = Path(sys.prefix) / "bin"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name),
+             default=Path("/usr/lib/postgresql/bin"))  # Debian's newest installed PostgreSQL
 SSHD = Path("/usr/sbin/sshd")
 BUCKET = "charrnn"
 S3_KEY, S3_SECRET = "charrnn-team", "charrnn-team-secret"
