@@ -116,8 +116,8 @@ class Stack:
         self._save()
         if pid is None:
             return
-        try:
-            os.killpg(pid, signal.SIGTERM)  # its own session: the server and the workers it forked
+        try:  # its own session: the server and the workers it forked
+            os.killpg(pid, self.state[name].get("signal", signal.SIGTERM))
         except ProcessLookupError:
             return
         for _ in range(100):
@@ -169,7 +169,8 @@ class Stack:
         port = free_port()
         argv = [str(PG_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
                 "-k", str(data), "-c", "shared_buffers=16MB", "-c", "max_connections=20"]
-        self.state["postgres"] = {"argv": argv, "port": port, "user": user}
+        # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client to leave)
+        self.state["postgres"] = {"argv": argv, "port": port, "user": user, "signal": int(signal.SIGINT)}
         os.chmod(self.root, 0o755)  # postgres must reach its data directory
 
     def _create_database(self) -> None:

@@ -74,8 +74,18 @@ def origin(servers, tmp_path_factory) -> Project:
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "results")
     project.dvc("push")
-    project.run_ids = [r["info"]["run_id"] for r in team_runs(servers)]  # newest first: its own is [0]
+    project.run_id = team_runs(servers)[0]["info"]["run_id"]  # newest first: its own
     return project
+
+
+def version_of(servers, run: dict) -> str:
+    """The registered version of a run's model (found by its content hash: a model trained again,
+    bit for bit, is the version registered the first time)."""
+    model_hash = {t["key"]: t["value"] for t in run["data"]["tags"]}["charrnn.model_hash"]
+    versions = api(servers, "model-versions/search?filter=name%3D%27charrnn%27")["model_versions"]
+    (version,) = [v["version"] for v in versions
+                  if {t["key"]: t["value"] for t in v.get("tags", [])}.get("charrnn.model_hash") == model_hash]
+    return version
 
 
 def api(servers, path: str, body: dict | None = None) -> dict:
@@ -109,13 +119,12 @@ def assert_pulled_up_to_date(clone: Project, origin: Project, *pull: str) -> Non
 
 def test_machine_a_lands_its_run_artifacts_and_model_in_postgres_and_s3(servers, origin):
     assert bucket_keys(servers, "dvc/files/md5/")  # the DVC cache
-    run = api(servers, f"runs/get?run_id={origin.run_ids[0]}")["run"]
+    run = api(servers, f"runs/get?run_id={origin.run_id}")["run"]
     assert run["info"]["status"] == "FINISHED"
     assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")
     experiment = run["info"]["experiment_id"]
     assert bucket_keys(servers, f"mlflow/{experiment}/{run['info']['run_id']}/artifacts/")  # artifacts in S3
-    versions = api(servers, "model-versions/search?filter=name%3D%27charrnn%27")["model_versions"]
-    assert run["info"]["run_id"] in {v["run_id"] for v in versions}
+    assert version_of(servers, run)  # registered
     # the runs live in PostgreSQL: the server's own database holds them
     rows = subprocess.run([str(team.PG_BIN / "psql"), servers.backend_uri, "-tAc", "select run_uuid from runs"],
                           capture_output=True, text=True, check=True).stdout.split()
@@ -141,15 +150,17 @@ def generate(url: str) -> str:
 def test_promote_then_serve_the_champion_on_a_machine_with_only_the_tracking_uri(servers, origin, tmp_path,
                                                                                   monkeypatch):
     charrnn = str(origin.root / ".venv" / "bin" / "charrnn")
-    origin.run(charrnn, "promote", origin.run_ids[0])
+    version = version_of(servers, api(servers, f"runs/get?run_id={origin.run_id}")["run"])
+    origin.run(charrnn, "promote", version)
     with server.spawn(origin.root / "data" / "model", env=origin.env, log_path=tmp_path / "a.log") as spawned:
         on_a = generate(spawned.url)
     # a checkout with no data and no bucket credentials: the model comes from the registry, via the server
     bare = machine(servers, origin.root.parent / "serve-only")
     assert not (bare.root / "data" / "model").exists()
     monkeypatch.chdir(bare.root)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": servers.tracking_uri, "CHARRNN_TRACKING": "1"}
-    assert not any(name.startswith("AWS_") for name in env)
+    env = {**{k: v for k, v in os.environ.items() if k not in servers.client_env()},
+           "MLFLOW_TRACKING_URI": servers.tracking_uri, "CHARRNN_TRACKING": "1"}
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "MLFLOW_S3_ENDPOINT_URL" not in env
     with server.spawn("models:/charrnn@champion", env=env, log_path=tmp_path / "bare.log") as spawned:
         assert generate(spawned.url) == on_a
 
@@ -189,6 +200,8 @@ def test_push_and_pull_through_the_ssh_remote_with_host_keys_checked(servers, or
     bad.run("rm", "-rf", ".dvc/cache")
     proc = bad.dvc("pull", "-r", "ssh", check=False)
     assert proc.returncode != 0, proc.stdout
+    assert not (c.root / "data" / "model" / "model.weights.h5").exists()
+    assert_pulled_up_to_date(c, origin, "-r", "ssh")  # the same pull, with the host's own key known
 
 
 def test_object_store_down_during_push_is_a_clear_error_and_a_retry_completes(servers, origin, tmp_path):
