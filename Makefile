@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install run test test-fast repro-check ui clean-venv bench bench-quick bench-data-1gb bench-quality bench-stateful
+.PHONY: install install-team run test test-fast repro-check ui clean-venv bench bench-quick bench-data-1gb bench-quality bench-stateful
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## install-team: install, plus the team's extras (S3 and SSH remotes, MLflow on PostgreSQL), pinned on top of the base lock
+install-team: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -r requirements-team.lock
 
 ## run: install, then the whole pipeline (`dvc repro`) on the default corpus
 run: install
