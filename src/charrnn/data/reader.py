@@ -28,7 +28,8 @@ def read_windows(records_dir: str | Path, split: str, offset: int | None = None)
 
     Shards are read in parallel and interleaved in a fixed order (deterministic). With `offset`,
     each shard's windows start that many characters later (shifted_windows: one window fewer
-    per shard). `records_dir` may be any location tf.io.gfile reads (gs://, s3://, ...).
+    per shard). `records_dir` may be any location tf.io.gfile reads: a local path, or gs:// (built into
+    TensorFlow, not tested here); TensorFlow 2.21 has no s3:// (README "Running as a team").
     """
     meta = load_meta(records_dir)
     paths = [_join(records_dir, n) for n in getattr(meta, f"{split}_shards")]
