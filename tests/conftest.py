@@ -28,6 +28,16 @@ def make_records(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory):
+    """An initialised, empty sqlite MLflow store to copy: creating its tables takes seconds, a copy does not."""
+    from charrnn.tracking import runs
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    runs.client(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 def unavailable(reason: str) -> None:
     """A test that cannot run here: skipped, saying why, on a developer's machine; a failure in CI
     (CI=true), where everything the suite needs is installed and the tests run as root."""

@@ -14,14 +14,6 @@ from charrnn.tracking import runs as tracking
 from tests.kit import saved_model
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An initialised, empty sqlite store: creating MLflow's tables takes seconds, a copy does not."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.client(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def root(tmp_path, monkeypatch, empty_store) -> Path:
     """A project root with a store holding one registered model, `base`, whose version 1 is a

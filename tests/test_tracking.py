@@ -19,14 +19,6 @@ from tests.kit import tmpfs
 EXPERIMENT = TrackingParams().experiment
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An initialised, empty sqlite store: creating MLflow's tables takes seconds, a copy does not."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.client(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def env(monkeypatch):
     monkeypatch.setenv("CHARRNN_TRACKING", "1")
