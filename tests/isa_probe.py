@@ -2,7 +2,7 @@
 
     python -m tests.isa_probe            (from the repository root; run in a fresh process each time)
 
-What tests/test_isa.py compares with tests/data/isa/tiny.json, and what bench/isa.py runs under
+What tests/test_isa.py compares with tests/data/isa/<cpu>.json, and what bench/isa.py runs under
 each CPU instruction set oneDNN can be limited to. A fresh process matters: oneDNN reads
 ONEDNN_MAX_CPU_ISA once, and TensorFlow's thread pools are fixed at its first op.
 """
