@@ -169,13 +169,17 @@ def write_corpora(directory) -> None:
 
 
 def checkout(directory, name: str, distribute: str) -> None:
-    """What the train stage of a machine reads: dvc.yaml, params.yaml, the vocabulary and the
-    records (`dvc pull` on a real one)."""
+    """What the train stage of a machine reads: dvc.yaml, params.yaml, the vocabulary, the parent
+    record (from scratch) and the records (`dvc pull` on a real one)."""
+    from charrnn.core import files, paths
+    from charrnn.nn import lineage
+
     root = directory / name
     (root / "data").mkdir(parents=True)
     shutil.copy(REPO / "dvc.yaml", root)
     write_params(root, {"seq_length": 20, "train": {**SAME, "distribute": distribute}})
-    shutil.copy(directory / "vocab.json", root / "data" / "vocab.json")
+    shutil.copy(directory / "vocab.json", root / paths.VOCAB)
+    files.write_json(root / paths.PARENT, lineage.record(None))  # what build_vocab writes for no init_from
     shutil.copytree(directory / "rec", root / "data" / "records")
 
 
