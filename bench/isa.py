@@ -6,6 +6,9 @@ Each measurement is a fresh process (TensorFlow and oneDNN read the variables on
 train_on_batch on random ids with the stage's own compiled model (charrnn.training.build_model),
 after warm-up steps. Variants:
 - pinned: what charrnn runs everywhere (TF_ENABLE_ONEDNN_OPTS=0, ONEDNN_MAX_CPU_ISA=AVX2);
+- sse41: oneDNN's sgemm limited to SSE4.1 (TF_ENABLE_ONEDNN_OPTS=0, ONEDNN_MAX_CPU_ISA=SSE41), the
+  kernels that trained the same bytes on an AMD EPYC with AVX2, one with AVX-512 and an Intel Xeon
+  with AVX-512 and AMX (bench/results/isa-bytes-*.txt);
 - eigen-kernel: the pin plus TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false, Eigen's own matrix
   kernel instead of oneDNN's sgemm (tried on 2026-12-02 for the same bytes on every CPU; not taken);
 - unpinned: TensorFlow's and oneDNN's own choice on this CPU (both variables left to them);
@@ -32,6 +35,8 @@ SIZES = {  # name: (train params, seq_length, timed steps)
 }
 VARIANTS = {
     "pinned": {},
+    "sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "eigen-kernel": {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"},
     "unpinned": {"ONEDNN_MAX_CPU_ISA": "DEFAULT"},  # and TF_ENABLE_ONEDNN_OPTS as TensorFlow picks it
     "onednn-ops": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "DEFAULT"},
@@ -81,20 +86,28 @@ def _tensorflow_default() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated, of: " + ", ".join(SIZES))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
     ap.add_argument("--child", choices=sorted(SIZES))
     a = ap.parse_args()
     if a.child:
         return child(a.child)
+    variants = ["pinned"] + [v for v in a.variants.split(",") if v != "pinned"]
+    unknown = set(variants + a.sizes.split(",")) - set(VARIANTS) - set(SIZES)
+    if unknown:
+        ap.error(f"unknown: {', '.join(sorted(unknown))}")
     print(f"{common.now()}; load {common.load()}; {common.machine()}\n")
     print("| size | variant | steps/s (median of %d) | range | vs pinned |" % a.repeats)
     print("|---|---|---|---|---|")
-    for size in SIZES:
-        medians = {}
-        for variant in VARIANTS:
-            runs = [measure(size, variant) for _ in range(a.repeats)]
-            medians[variant] = statistics.median(runs)
-            ratio = medians[variant] / medians["pinned"]
-            print(f"| {size} | {variant} | {medians[variant]:.2f} | {min(runs):.2f}-{max(runs):.2f} | {ratio:.2f}x |",
+    for size in a.sizes.split(","):
+        runs = {variant: [] for variant in variants}
+        for _ in range(a.repeats):  # variant after variant, so that a change of load falls on all of them
+            for variant in variants:
+                runs[variant].append(measure(size, variant))
+        pinned = statistics.median(runs["pinned"])
+        for variant, got in runs.items():
+            median = statistics.median(got)
+            print(f"| {size} | {variant} | {median:.2f} | {min(got):.2f}-{max(got):.2f} | {median / pinned:.2f}x |",
                   flush=True)
 
 

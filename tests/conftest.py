@@ -10,6 +10,8 @@ os.environ.setdefault("CHARRNN_TRACKING", "0")  # tests that want MLflow turn it
 
 import pytest  # noqa: E402
 
+from tests import servers  # noqa: E402
+
 
 @pytest.fixture
 def make_records(tmp_path):
@@ -44,3 +46,29 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"{reason} (CI must run this test)")
     pytest.skip(reason)
+
+
+BODY = b"To be, or not to be\r\n"  # /corpus.txt on the https fixture's servers
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    return servers.self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def https(tls, monkeypatch):
+    """An https server (trusted by this test) serving /corpus.txt, and a second one on another port."""
+    from charrnn.data import corpus
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
+    monkeypatch.setattr(corpus, "TIMEOUT_S", 10)
+    for name in (corpus.TOKEN_VARIABLE, "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tls[0].parent))  # no ~/.netrc of the machine's
+    main, other = servers.Server(tls), servers.Server(tls)
+    main.serve("/corpus.txt", BODY)
+    other.serve("/corpus.txt", BODY)
+    yield {"url": main.url, "host": main.host, "server": main, "other": other}
+    main.close()
+    other.close()

@@ -18,6 +18,7 @@ from charrnn.core.params import DataParams
 from charrnn.data import corpus
 from charrnn.data.corpus import CorpusError
 from tests import servers
+from tests.conftest import BODY  # what the https fixture serves as /corpus.txt
 from tests.project import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,30 +200,6 @@ def test_rejected_url_message_is_redacted(tmp_path):
 
 
 # --- HTTPS against local servers -------------------------------------------------------------
-
-BODY = b"To be, or not to be\r\n"
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    return servers.self_signed_cert(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def https(tls, monkeypatch):
-    """An https server (trusted by this test) serving /corpus.txt, and a second one on another port."""
-    monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
-    monkeypatch.setattr(corpus, "TIMEOUT_S", 10)
-    for name in (corpus.TOKEN_VARIABLE, "NETRC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tls[0].parent))  # no ~/.netrc of the machine's
-    main, other = servers.Server(tls), servers.Server(tls)
-    main.serve("/corpus.txt", BODY)
-    other.serve("/corpus.txt", BODY)
-    yield {"url": main.url, "host": main.host, "server": main, "other": other}
-    main.close()
-    other.close()
-
 
 @pytest.fixture
 def plain():

@@ -15,7 +15,6 @@ from charrnn.core import files, paths
 from charrnn.core.params import DataParams
 from charrnn.data import corpus, documents, split
 from charrnn.data.corpus import CorpusError
-from tests.test_corpus import https, tls  # noqa: F401  (fixtures)
 
 GUTENBERG = "header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\n{}\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicence\n"
 
