@@ -9,6 +9,7 @@ after warm-up steps. Variants:
 - sse41: oneDNN's sgemm limited to SSE4.1 (TF_ENABLE_ONEDNN_OPTS=0, ONEDNN_MAX_CPU_ISA=SSE41), the
   kernels that trained the same bytes on an AMD EPYC with AVX2, one with AVX-512 and an Intel Xeon
   with AVX-512 and AMX (bench/results/isa-bytes-*.txt);
+- avx, avx2: oneDNN's sgemm limited to AVX (no FMA) or AVX2;
 - eigen-kernel: the pin plus TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false, Eigen's own matrix
   kernel instead of oneDNN's sgemm (tried on 2026-12-02 for the same bytes on every CPU; not taken);
 - unpinned: TensorFlow's and oneDNN's own choice on this CPU (both variables left to them);
@@ -36,6 +37,7 @@ SIZES = {  # name: (train params, seq_length, timed steps)
 VARIANTS = {
     "pinned": {},
     "sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx": {"ONEDNN_MAX_CPU_ISA": "AVX"},
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "eigen-kernel": {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"},
     "unpinned": {"ONEDNN_MAX_CPU_ISA": "DEFAULT"},  # and TF_ENABLE_ONEDNN_OPTS as TensorFlow picks it

@@ -159,7 +159,7 @@ def test_each_experiment_is_one_run_with_everything(experiments, server):
         for key in ("charrnn.model_hash", "charrnn.corpus_hash", "charrnn.vocab_hash"):
             assert len(tags[key]) == 64, key
         assert tags["charrnn.tensorflow_version"] and tags["charrnn.device"] == "CPU"
-        assert tags["charrnn.cpu_pins"] == "TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX2" and tags["charrnn.cpu_model"]
+        assert tags["charrnn.cpu_pins"] == "TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=SSE41" and tags["charrnn.cpu_model"]
         assert tags["charrnn.stage.sample"] == tags["charrnn.stage.evaluate_perplexity"] == "FINISHED"
         artifacts = {f["path"] for f in server.get("artifacts/list", run_id=run_id)["files"]}
         assert {"model", "samples", "vocab.json", "history.csv", "loss_curve.png"} <= artifacts

@@ -1,32 +1,33 @@
-"""The CPU kernels TensorFlow may use, pinned before it loads (the same kernels on every x86-64
-CPU with AVX2, as far as TensorFlow lets them be; see below for what that does not give).
+"""The CPU kernels TensorFlow may use, pinned before it loads, so that every x86-64 CPU with AVX2
+trains the same bytes (measured on an AMD EPYC with AVX2 only, an AMD EPYC with AVX-512 and an
+Intel Xeon with AVX-512 and AMX; see README "Reproducibility" for what is and is not promised).
 
-TensorFlow's CPU results depend on the CPU in two ways, both measured (bench/isa.py):
+TensorFlow's CPU results depend on the CPU in three ways, all measured (tests/isa_probe.py):
 - It turns its oneDNN custom ops (matmul, softmax, ...) on by itself only on CPUs with AVX-512
   VNNI/BF16 or AMX, and they sum in another order than the Eigen ops other CPUs run.
   TF_ENABLE_ONEDNN_OPTS=0: the Eigen ops everywhere.
-- Eigen's matrix products still call oneDNN's sgemm, whose JIT kernels differ by instruction set
-  (SSE4.1, AVX, AVX2 and AVX-512 each give other model bytes). ONEDNN_MAX_CPU_ISA=AVX2: the
-  AVX2 kernels on every CPU that has AVX2.
-Both are what an AVX2 CPU without AVX-512 runs anyway, so they cost nothing there. They do not
-make two kinds of CPU agree: an AMD EPYC and an Intel Xeon with AVX-512, both pinned, trained
-other bytes (oneDNN's sgemm differs by CPU, not only by instruction set). Eigen's own kernel
-(TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false) made the Xeon's bytes independent of oneDNN's
-instruction set, at 1.36x the time a step, but Eigen sizes a product's blocks by the L1 cache,
-so it is not taken as a fix that could not be shown on a second kind of CPU (BENCHMARKS.md).
-oneDNN and TensorFlow read them once, when TensorFlow loads: pin() runs from charrnn/__init__.py, so
-importing any part of charrnn before TensorFlow is enough (every stage, the CLI, `charrnn serve`,
-the MLflow model, the tests, bench/).
+- Eigen's matrix products call oneDNN's sgemm, whose JIT kernels differ by instruction set
+  (SSE4.1, AVX, AVX2 and AVX-512 each give other model bytes).
+- With AVX2 as the best instruction set it may use, oneDNN's sgemm (in the thread-pool build
+  TensorFlow ships) chooses how many threads share a product from the CPU's L2 cache size, and
+  so how its sums are split: an AMD EPYC (1 MiB L2) and an Intel Xeon (2 MiB) trained other
+  bytes, both limited to AVX2. Limited to SSE4.1 it takes no cache size into account.
+ONEDNN_MAX_CPU_ISA=SSE41 avoids both of the last two: the same kernels and the same threading on
+every CPU. The price is speed: SSE4.1's 4-wide products instead of AVX2's 8-wide FMA
+(bench/isa.py; README "Speed"). A user who wants the speed sets ONEDNN_MAX_CPU_ISA (or
+TF_ENABLE_ONEDNN_OPTS) themselves: the value is kept, the promise no longer holds, and
+describe() records what was in effect as run tags.
 
-A value the user set is kept (say, to try AVX-512's speed), but it breaks the promise of README
-"Reproducibility"; describe() records what was in effect as run tags.
+oneDNN and TensorFlow read both once, when TensorFlow loads: pin() runs from charrnn/__init__.py,
+so importing any part of charrnn before TensorFlow is enough (every stage, the CLI, `charrnn
+serve`, the MLflow model, the tests, bench/).
 """
 from __future__ import annotations
 
 import os
 import platform
 
-PINS = {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PINS = {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 # the /proc/cpuinfo flags that decide which kernels oneDNN and TensorFlow pick
 FLAGS = ("sse4_1", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
