@@ -215,11 +215,16 @@ def test_publish_registers_only_what_belongs_to_the_model(project, exported, mon
     corpus = "shakespeare " + hashlib.sha256(b"ROMEO: hi\n").hexdigest()[:8]
     assert version.tags["charrnn.corpus"] == corpus
     # the registry's versions table shows a version's description in full, its tags cut off
-    assert version.description == f"held-out 1.4427 bpc · corpus {corpus}"
+    assert version.description == f"1.4427 bpc · {corpus}"
+    client.update_model_version("charrnn", version.version, description="mine")  # a user's own is kept ...
+    with tracking.model_run(PARAMS, project, "x" * 64, stage="evaluate_perplexity") as again:
+        publishing.publish(again, PARAMS, "x" * 64)
+    assert client.get_model_version("charrnn", version.version).description == "mine"
+    client.update_model_version("charrnn", version.version, description=f"1.4427 bpc · {corpus}")  # ... charrnn's not
     (project / "metrics" / "perplexity.json").write_text(json.dumps({"loss": 0.9, "bpc": 1.3}))
     with tracking.model_run(PARAMS, project, "x" * 64, stage="evaluate_perplexity") as again:
         publishing.publish(again, PARAMS, "x" * 64)
-    assert client.get_model_version("charrnn", version.version).description.startswith("held-out 1.3000 bpc · corpus")
+    assert client.get_model_version("charrnn", version.version).description == f"1.3000 bpc · {corpus}"
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE = Path(__file__).resolve().parent.parent  # src/charrnn: the code a logged model carries
 EXAMPLE_PROMPTS = ["\n"]
 HELD_OUT_BPC_TAG = "charrnn.held_out_bpc"
+NOT_EVALUATED = "not evaluated yet"
 
 
 class RegistryError(CharrnnError):
@@ -81,11 +82,11 @@ def tag_version(run: tracking.Run, name: str, model_hash: str, tags: dict[str, s
 
 def description(tags: dict[str, str]) -> str:
     """A version's description, from its tags: what the registry's versions table shows of a
-    version in full (its tags column cuts them off), e.g. `held-out 2.1288 bpc · corpus
-    shakespeare 3f2a9c1b · lr-001`. bpc compares only between versions of one corpus."""
-    parts = [f"held-out {tags[HELD_OUT_BPC_TAG]} bpc" if HELD_OUT_BPC_TAG in tags else "not evaluated yet"]
+    version (its tags column cuts them off), the number first, e.g. `2.1288 bpc · shakespeare
+    3f2a9c1b · lr-001`. bpc compares only between versions of one corpus."""
+    parts = [f"{tags[HELD_OUT_BPC_TAG]} bpc" if HELD_OUT_BPC_TAG in tags else NOT_EVALUATED]
     if CORPUS_TAG in tags:
-        parts.append(f"corpus {tags[CORPUS_TAG]}")
+        parts.append(tags[CORPUS_TAG])
     if tags.get("charrnn.dvc_exp_name"):
         parts.append(tags["charrnn.dvc_exp_name"])
     return redact(" · ".join(parts))
@@ -94,7 +95,7 @@ def description(tags: dict[str, str]) -> str:
 def _describe(client, name: str, version: str, tags: dict[str, str]) -> None:
     """Rewrite the description charrnn wrote from the version's tags (a user's own is kept)."""
     current = client.get_model_version(name, version).description or ""
-    if current and not current.startswith(("held-out ", "not evaluated yet")):
+    if current and not re.match(rf"([0-9.]+ bpc|{NOT_EVALUATED})( · |$)", current):
         return
     if current != description(tags):
         client.update_model_version(name, version, description=description(tags))
