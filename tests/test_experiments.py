@@ -186,7 +186,11 @@ def test_runs_table_in_the_terminal(experiments):
     out = experiments.run(str(Path(sys.prefix) / "bin" / "charrnn"), "runs").stdout
     lines = out.splitlines()
     assert "held_out_bpc" in lines[0] and "train.units" in lines[0]
-    assert sorted(line.split()[0] for line in lines[1:]) == sorted(EXPERIMENTS)
+    assert lines[0].split()[:3] == ["corpus", "rank", "run_name"]
+    rows = [line.split() for line in lines[1:]]  # the corpus is two words: its name and hash digits
+    assert sorted(row[3] for row in rows) == sorted(EXPERIMENTS)
+    assert len({(row[0], row[1]) for row in rows}) == 1  # one corpus: one ranking
+    assert sorted(row[2] for row in rows) == [str(i) for i in range(1, len(EXPERIMENTS) + 1)]
 
 
 def readme_exp_show() -> list[str]:

@@ -1,4 +1,5 @@
 """The MLflow Model of a trained model, the registry, `charrnn promote`, and `mlflow models serve`."""
+import hashlib
 import json
 import logging
 import os
@@ -190,8 +191,11 @@ def test_publish_registers_only_what_belongs_to_the_model(project, exported, mon
     (project / "data" / "samples").mkdir()
     (project / "data" / "samples" / "sample-000.txt").write_text("ROMEO: hi\n")
     (project / "metrics").mkdir()
-    (project / "metrics" / "perplexity.json").write_text(json.dumps({"loss": 1.0, "bpc": 1.4427}))
-    (project / "metrics" / "samples.json").write_text(json.dumps({"copied_frac_20": 0.1, "copy_ngram": 20}))
+    (project / "metrics" / "perplexity.json").write_text(json.dumps({"loss": 1.0, "bpc": 1.4427, "chars": 4782}))
+    (project / "metrics" / "samples.json").write_text(json.dumps({"copied_frac_20": 0.1, "copy_ngram": 20,
+                                                                  "ngrams_20": 1443, "sample_chars": 1500}))
+    (project / "data" / "raw").mkdir()
+    (project / "data" / "raw" / "corpus.txt").write_text("ROMEO: hi\n")
     for about in ("evaluation", "sampling"):
         (project / "data" / f"{about}.json").write_text(json.dumps({"model": "x" * 16}))
     with tracking.train_run(PARAMS, project) as run:
@@ -203,9 +207,24 @@ def test_publish_registers_only_what_belongs_to_the_model(project, exported, mon
         publishing.publish(run, PARAMS, "x" * 64)
     got = client.get_run(run.run_id)
     assert got.data.metrics["held_out_bpc"] == 1.4427 and got.data.metrics["copied_frac_20"] == 0.1
-    assert "copy_ngram" not in got.data.metrics  # a param of the run, not a figure
+    # constants of the corpus and the settings are no metrics to compare
+    assert set(got.data.metrics) == {"held_out_loss", "held_out_bpc", "copied_frac_20"}
+    assert got.data.tags["charrnn.held_out_chars"] == "4782"
     (version,) = client.search_model_versions("name = 'charrnn'")
     assert version.tags["charrnn.held_out_bpc"] == "1.4427" and version.run_id == run.run_id
+    corpus = "shakespeare " + hashlib.sha256(b"ROMEO: hi\n").hexdigest()[:8]
+    assert version.tags["charrnn.corpus"] == corpus
+    # the registry's versions table shows a version's description in full, its tags cut off
+    assert version.description == f"1.4427 bpc · {corpus}"
+    client.update_model_version("charrnn", version.version, description="mine")  # a user's own is kept ...
+    with tracking.model_run(PARAMS, project, "x" * 64, stage="evaluate_perplexity") as again:
+        publishing.publish(again, PARAMS, "x" * 64)
+    assert client.get_model_version("charrnn", version.version).description == "mine"
+    client.update_model_version("charrnn", version.version, description=f"1.4427 bpc · {corpus}")  # ... charrnn's not
+    (project / "metrics" / "perplexity.json").write_text(json.dumps({"loss": 0.9, "bpc": 1.3}))
+    with tracking.model_run(PARAMS, project, "x" * 64, stage="evaluate_perplexity") as again:
+        publishing.publish(again, PARAMS, "x" * 64)
+    assert client.get_model_version("charrnn", version.version).description == f"1.3000 bpc · {corpus}"
 
 
 @pytest.mark.slow

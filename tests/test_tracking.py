@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -330,7 +331,8 @@ def test_runs_table_sorts_by_held_out_bpc_and_filters_by_experiment(root):
     evaluated(64, 1.9, experiment="other")
     frame = runs.frame(root)
     assert list(frame["train.units"]) == ["64", "32", "8", "16"]  # best bpc first, unevaluated last
-    assert list(frame.columns[:4]) == ["run_name", "experiment", "status", "start_time"]
+    assert list(frame.columns[:6]) == ["corpus", "rank", "run_name", "experiment", "status", "start_time"]
+    assert list(frame["rank"]) == ["1", "2", "3", "-"]  # runs without a corpus tag: one "?" corpus
     assert list(frame.columns[-3:]) == ["held_out_bpc", "held_out_loss", "copied_frac_20"]
     assert list(frame["experiment"]) == ["other", EXPERIMENT, EXPERIMENT, EXPERIMENT]
     assert list(runs.frame(root, EXPERIMENT)["train.units"]) == ["32", "8", "16"]
@@ -418,3 +420,60 @@ def test_a_new_store_is_created_complete_or_not_at_all(tmp_path, env):
     before = (tmp_path / "mlruns" / "mlflow.db").read_bytes()
     tracking.prepare_store(uri)  # complete: left alone
     assert (tmp_path / "mlruns" / "mlflow.db").read_bytes() == before
+
+
+def test_runs_are_ranked_within_their_corpus_never_across(root, monkeypatch):
+    """bpc compares only on one text: each corpus's runs together, ranked among themselves, the
+    corpus with the best run first; a run is tagged with its corpus's name and content hash."""
+    monkeypatch.chdir(root)
+
+    def evaluated(source: str, text: str, units: int, bpc: float | None) -> str:
+        (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "raw" / "corpus.txt").write_text(text)
+        with tracking.train_run(Params.from_dict({"data": {"source": source}, "train": {"units": units}}), root) as run:
+            if bpc is not None:
+                run.log_metrics({"held_out_bpc": bpc})
+        return run.run_id
+
+    first = evaluated("shakespeare", "ROMEO: hi\n", 8, 2.1)
+    evaluated("corpora/chinese.txt", "\u4e00\u4e8c\n", 16, 5.2)
+    evaluated("shakespeare", "ROMEO: hi\n", 32, 1.9)
+    evaluated("https://u:p@example.org/texts/dickens.txt?sig=x", "Pip.\n", 64, 2.0)
+    evaluated("shakespeare", "ROMEO: hi\n", 128, None)
+    tags = client(root).get_run(first).data.tags
+    digest = hashlib.sha256(b"ROMEO: hi\n").hexdigest()
+    assert tags["charrnn.corpus_hash"] == digest and tags["charrnn.corpus"] == f"shakespeare {digest[:8]}"
+    frame = runs.frame(root)
+    assert [c.split()[0] for c in frame["corpus"]] == ["shakespeare"] * 3 + ["dickens.txt", "chinese.txt"]
+    assert list(frame["train.units"]) == ["32", "8", "128", "64", "16"]
+    assert list(frame["rank"]) == ["1", "2", "-", "1", "1"]
+    assert list(runs.frame(root, corpus="dickens.txt")["train.units"]) == ["64"]
+    assert list(runs.frame(root, corpus=digest[:6])["train.units"]) == ["32", "8", "128"]
+    assert runs.frame(root, corpus="nothing-like-it").empty
+
+
+def test_the_experiment_opens_in_the_ui_as_a_training_experiment_on_the_held_out_bpc_view(root):
+    """The tags the MLflow UI reads: the experiment's kind, and charrnn's shared runs view (its
+    columns: the corpus and held_out_bpc, sorted by it), set on a new experiment and added to an
+    existing one that lacks them; a view the user changed is kept."""
+    import json
+
+    from charrnn.tracking import ui
+
+    train(root)
+    c = client(root)
+    experiment = c.get_experiment_by_name(EXPERIMENT)
+    assert experiment.tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    view = json.loads(experiment.tags[ui.VIEW_TAG_PREFIX + ui.VIEW_KEY])
+    state = json.loads(view["state"])
+    assert view["name"] == ui.VIEW_NAME
+    assert state["orderByKey"] == "metrics.`held_out_bpc`" and state["orderByAsc"] is True
+    assert {"metrics.`held_out_bpc`", "tags.`charrnn.corpus`"} <= set(state["selectedColumns"])
+    other = c.create_experiment("made-elsewhere")  # e.g. by an older charrnn: no tags
+    c.set_experiment_tag(experiment.experiment_id, ui.VIEW_TAG_PREFIX + ui.VIEW_KEY, "the user's own")
+    train(root, Params.from_dict({"tracking": {"experiment": "made-elsewhere"}}))
+    assert c.get_experiment(other).tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    train(root)
+    assert c.get_experiment(experiment.experiment_id).tags[ui.VIEW_TAG_PREFIX + ui.VIEW_KEY] == "the user's own"
+    assert ui.runs_url("http://127.0.0.1:5000/", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=charrnn-by-bpc")

@@ -167,9 +167,9 @@ def _number(metrics: dict, key: str, path: Path) -> float:
 def cmd_runs(args) -> None:
     from charrnn import tracking
 
-    frame = tracking.frame(paths.project_root(), args.experiment)
+    frame = tracking.frame(paths.project_root(), args.experiment, args.corpus)
     if frame.empty:
-        print("no runs yet: run `dvc repro` or `dvc exp run`")
+        print(f"no runs of a corpus {args.corpus!r}" if args.corpus else "no runs yet: run `dvc repro` or `dvc exp run`")
         return
     import pandas as pd
 
@@ -230,8 +230,10 @@ def parser() -> argparse.ArgumentParser:
     o = sub.add_parser("outputs", help="where the pipeline's outputs are, with the held-out metrics")
     o.set_defaults(func=cmd_outputs)
 
-    r = sub.add_parser("runs", help="the MLflow runs of this project, as a table")
+    r = sub.add_parser("runs", help="the MLflow runs of this project, as a table: by corpus, best held-out bpc first")
     r.add_argument("--experiment", default=None, help="only this MLflow experiment (default: all); best held-out bpc first")
+    r.add_argument("--corpus", default=None,
+                   help="only the runs of this corpus: its name (shakespeare) or the first digits of its hash")
     r.set_defaults(func=cmd_runs)
 
     m = sub.add_parser("promote", help="point a registered model alias (e.g. champion) at a trained model")

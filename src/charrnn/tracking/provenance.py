@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.parse
 from pathlib import Path
 
-from charrnn.core import isa, paths
+from charrnn.core import files, isa, paths
+from charrnn.core.redact import redact
+
+CORPUS_TAG = "charrnn.corpus"  # "<name> <first 8 digits of the content hash>": runs of a corpus together
+CORPUS_HASH_TAG = "charrnn.corpus_hash"  # the whole sha256 of data/raw/corpus.txt
 
 
 def run_tags(root: Path) -> dict[str, str]:
@@ -44,3 +49,26 @@ def machine_tags() -> dict[str, str]:
     """The CPU model, its instruction-set flags and the kernel pins in effect (charrnn.core.isa):
     what to compare first when a model's bytes differ between two machines."""
     return isa.describe()
+
+
+def corpus_name(source: str) -> str:
+    """A short name for data.source: a preset's name, a URL's file name, env:NAME, or a local
+    path without its leading corpora/ (no credentials: a URL's query is never part of it)."""
+    if "://" in source:
+        return redact(urllib.parse.unquote(urllib.parse.urlsplit(source).path.rstrip("/").rpartition("/")[2])) or "url"
+    return source.removeprefix("./").removeprefix("corpora/")
+
+
+def corpus_tags(root: Path, params) -> dict[str, str]:
+    """charrnn.corpus and charrnn.corpus_hash of the corpus the download stage wrote under `root`
+    (nothing when there is none yet). bpc compares only within one corpus: these group runs and
+    model versions by it."""
+    corpus = root / paths.CORPUS
+    if not corpus.is_file():
+        return {}
+    digest = files.sha256_file(corpus)
+    return {CORPUS_TAG: corpus_label(params.data.source, digest), CORPUS_HASH_TAG: digest}
+
+
+def corpus_label(source: str, digest: str) -> str:
+    return f"{corpus_name(source)} {digest[:8]}"

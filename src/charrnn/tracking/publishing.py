@@ -9,8 +9,24 @@ Tracking only: nothing here changes a DVC output.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from charrnn.core import files, metricfiles, paths
 from charrnn.tracking import provenance, registry, runs
+
+# Numbers of the metrics files that are no figure of the model: the same for every run of a corpus
+# and settings, MLflow would show them as metrics to compare. The held-out text's length is a tag.
+NOT_FIGURES = {
+    "chars",  # perplexity.json: the held-out characters, fixed by the corpus and data.val_fraction
+    "copy_ngram",  # samples.json: sample.copy_ngram, a param of the run already
+    "sample_chars",  # samples.json: fixed by sample.num_chars and the prompts, as ngrams_<n> are
+}
+HELD_OUT_CHARS_TAG = "charrnn.held_out_chars"
+
+
+def _figures(metrics: dict, excluded: set[str]) -> dict:
+    """The metrics that tell runs apart (ngrams_<n>: how many n-grams the samples hold)."""
+    return {k: v for k, v in metrics.items() if k not in excluded and not k.startswith("ngrams_")}
 
 
 def publish(run, params, full_hash: str) -> None:
@@ -21,19 +37,19 @@ def publish(run, params, full_hash: str) -> None:
         return
     held_out = metricfiles.of_model(paths.HELD_OUT, paths.EVALUATION, full_hash)
     if held_out is not None:
-        run.log_metrics(metricfiles.numbers(held_out, "held_out_"))
+        run.log_metrics(metricfiles.numbers(_figures(held_out, NOT_FIGURES), "held_out_"))
+        if isinstance(held_out.get("chars"), int):
+            run.set_tags({HELD_OUT_CHARS_TAG: str(held_out["chars"])})
     sampled = metricfiles.of_model(paths.SAMPLE_METRICS, paths.SAMPLING, full_hash)
     if sampled is not None:
-        sampled.pop("copy_ngram", None)  # sample.copy_ngram, a param of the run already
-        run.log_metrics(metricfiles.numbers(sampled))
+        run.log_metrics(metricfiles.numbers(_figures(sampled, NOT_FIGURES)))
         run.log_artifacts(paths.SAMPLES, "samples")
         run.log_artifact(paths.SAMPLING)
     tags = {registry.HELD_OUT_BPC_TAG: f"{held_out['bpc']:.4f}"} if held_out is not None else {}
     name = params.tracking.registered_model
     if sampled is not None and (paths.GENERATOR / "saved_model.pb").is_file():
         tags.update(provenance.dvc_tags())
-        if paths.CORPUS.is_file():
-            tags["charrnn.corpus_hash"] = files.sha256_file(paths.CORPUS)
+        tags.update(provenance.corpus_tags(Path("."), params))
         registry.register(run, name, paths.GENERATOR, paths.MODEL / "vocab.json", full_hash, tags,
                           registry.signature_defaults(params.sample))
     elif tags:

@@ -22,12 +22,14 @@ from charrnn.core.errors import CharrnnError
 from charrnn.core.params import MODEL_URI
 from charrnn.core.redact import redact
 from charrnn.tracking import runs as tracking
+from charrnn.tracking.provenance import CORPUS_TAG
 
 LOGGED_MODEL_NAME = "generator"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE = Path(__file__).resolve().parent.parent  # src/charrnn: the code a logged model carries
 EXAMPLE_PROMPTS = ["\n"]
 HELD_OUT_BPC_TAG = "charrnn.held_out_bpc"
+NOT_EVALUATED = "not evaluated yet"
 
 
 class RegistryError(CharrnnError):
@@ -53,6 +55,7 @@ def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path
         if existing is not None:  # keep where it came from (a later sample-only experiment did not train it)
             fresh = {k: v for k, v in tags_now.items() if k not in existing.tags or k == HELD_OUT_BPC_TAG}
             _set_version_tags(client, name, existing.version, fresh)
+            _describe(client, name, existing.version, {**existing.tags, **fresh})
             return str(existing.version)
         logged = _log_model(client, run.run_id, generator_dir, vocab_path, defaults)
         _ensure_registered_model(client, name)
@@ -60,7 +63,7 @@ def register(run: tracking.Run, name: str, generator_dir: Path, vocab_path: Path
         # the latter through the process-wide tracking URI, not this client's
         version = client.create_model_version(name, source=logged.artifact_location, run_id=run.run_id,
                                               tags={k: redact(v) for k, v in tags_now.items()},
-                                              model_id=logged.model_id)
+                                              model_id=logged.model_id, description=description(tags_now))
         return str(version.version)
 
     return run.call("registering the model", action)
@@ -72,8 +75,30 @@ def tag_version(run: tracking.Run, name: str, model_hash: str, tags: dict[str, s
         existing = version_of(client, model_hash, name)
         if existing is not None:
             _set_version_tags(client, name, existing.version, tags)
+            _describe(client, name, existing.version, {**existing.tags, **tags})
 
     run.call("tagging the model version", action)
+
+
+def description(tags: dict[str, str]) -> str:
+    """A version's description, from its tags: what the registry's versions table shows of a
+    version (its tags column cuts them off), the number first, e.g. `2.1288 bpc · shakespeare
+    3f2a9c1b · lr-001`. bpc compares only between versions of one corpus."""
+    parts = [f"{tags[HELD_OUT_BPC_TAG]} bpc" if HELD_OUT_BPC_TAG in tags else NOT_EVALUATED]
+    if CORPUS_TAG in tags:
+        parts.append(tags[CORPUS_TAG])
+    if tags.get("charrnn.dvc_exp_name"):
+        parts.append(tags["charrnn.dvc_exp_name"])
+    return redact(" · ".join(parts))
+
+
+def _describe(client, name: str, version: str, tags: dict[str, str]) -> None:
+    """Rewrite the description charrnn wrote from the version's tags (a user's own is kept)."""
+    current = client.get_model_version(name, version).description or ""
+    if current and not re.match(rf"([0-9.]+ bpc|{NOT_EVALUATED})( · |$)", current):
+        return
+    if current != description(tags):
+        client.update_model_version(name, version, description=description(tags))
 
 
 def _set_version_tags(client, name: str, version: str, tags: dict[str, str]) -> None:

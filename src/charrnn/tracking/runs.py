@@ -41,7 +41,7 @@ from charrnn.core import files, paths
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import Params, TrackingParams
 from charrnn.core.redact import redact
-from charrnn.tracking import provenance, relocate
+from charrnn.tracking import provenance, relocate, ui
 
 MODEL_HASH_TAG = "charrnn.model_hash"
 PROCESS_TAG = "charrnn.process"  # host:pid of the process a RUNNING run belongs to
@@ -341,6 +341,8 @@ def close_orphans(mlflow_client, experiment_id: str) -> None:
 
 
 def _experiment_id(mlflow_client, name: str, root: Path, uri: str) -> str:
+    """The experiment's id, created (or restored) when needed, with the tags that make the MLflow
+    UI open it as a training experiment on charrnn's runs view (charrnn.tracking.ui)."""
     from mlflow.exceptions import MlflowException
 
     experiment = mlflow_client.get_experiment_by_name(name)
@@ -349,13 +351,16 @@ def _experiment_id(mlflow_client, name: str, root: Path, uri: str) -> str:
         local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
         location = (store_root(root) / paths.MLRUNS / "artifacts").as_uri() if local else None
         try:
-            return mlflow_client.create_experiment(name, artifact_location=location)
+            experiment_id = mlflow_client.create_experiment(name, artifact_location=location)
+            ui.prepare(mlflow_client, experiment_id, {})
+            return experiment_id
         except MlflowException:  # created meanwhile by a parallel stage
             experiment = mlflow_client.get_experiment_by_name(name)
             if experiment is None:
                 raise
     if experiment.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(experiment.experiment_id)
+    ui.prepare(mlflow_client, experiment.experiment_id, dict(experiment.tags))  # an older charrnn's experiment
     return experiment.experiment_id
 
 
@@ -388,7 +393,7 @@ def _ending(run: Run, final: Callable[[str], tuple[str, int | None]]) -> Iterato
 def train_run(params: Params, root: Path, tags: dict | None = None) -> Iterator[Run]:
     """A new run for one training, named by DVC_EXP_NAME or else the params hash, with every
     param logged. Ends FINISHED, or FAILED if the body raised (the exception propagates)."""
-    all_tags = {**(tags or {}), **provenance.run_tags(store_root(root))}
+    all_tags = {**(tags or {}), **provenance.run_tags(store_root(root)), **provenance.corpus_tags(root, params)}
     name = os.environ.get("DVC_EXP_NAME") or params_run_name(params)
     run = _open(params.tracking, root, lambda c, exp_id: _create_run(c, exp_id, name, all_tags))
     run.log_params(params.flat())
@@ -413,7 +418,8 @@ def model_run(params: Params, root: Path, model_hash: str, stage: str | None = N
     def start(mlflow_client, experiment_id: str) -> str:
         found = find_model_run(mlflow_client, [experiment_id], model_hash)
         if found is None:
-            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage, **provenance.run_tags(store_root(root))}
+            tags = {MODEL_HASH_TAG: model_hash, "charrnn.created_by": stage, **provenance.run_tags(store_root(root)),
+                    **provenance.corpus_tags(root, params)}
             return _create_run(mlflow_client, experiment_id, params_run_name(params), tags)
         resumed.append(found.info)
         mlflow_client.update_run(found.info.run_id, status="RUNNING")
