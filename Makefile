@@ -41,7 +41,7 @@ repro-check: install
 
 ## ui: the MLflow UI on the project's store, on 127.0.0.1:5000 (UI_HOST=..., UI_PORT=... to change)
 ui: install
-	@echo "charrnn's runs view: http://$(UI_HOST):$(UI_PORT)/#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=charrnn-by-bpc (README: Comparing runs)"
+	@echo "charrnn's runs view: the link \`.venv/bin/charrnn runs\` prints (README: Comparing runs)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host $(UI_HOST) --port $(UI_PORT)
 
 clean-venv:

@@ -1,5 +1,5 @@
 """The MLflow UI (the installed MLflow's own `mlflow server`) over a store filled by charrnn's
-tracking code, in Debian's chromium: the experiment opens, from charrnn's link, as a training
+tracking code, in Debian's chromium: the experiment opens, from the link `charrnn runs` prints, as a training
 experiment whose runs list shows the held-out bits per character without a click, and the
 registry's versions table shows each version's bpc and corpus. Screenshots go to
 $CHARRNN_SCREENSHOTS (else tmp_path): docs/mlflow-runs.png and docs/mlflow-versions.png are these."""
@@ -115,8 +115,16 @@ def screenshots(tmp_path) -> Path:
     return where
 
 
-def experiment_id(project) -> str:
-    return tracking.client(f"sqlite:///{project}/mlruns/mlflow.db").get_experiment_by_name("charrnn").experiment_id
+def printed_link(project, server) -> str:
+    """The link `charrnn runs` prints (on stderr) for the experiment, its store reached through the server."""
+    env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"} | {"MLFLOW_TRACKING_URI": server}
+    done = subprocess.run([str(Path(sys.executable).with_name("charrnn")), "runs"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    links = [line.split(": ", 1)[1] for line in done.stderr.splitlines() if line.startswith("in the MLflow UI")]
+    experiment = tracking.client(server).get_experiment_by_name("charrnn").experiment_id
+    assert links == [ui.runs_url(server, experiment)], done.stderr
+    return links[0]
 
 
 def column(page, key: str):
@@ -125,7 +133,7 @@ def column(page, key: str):
 
 
 def test_the_runs_list_shows_held_out_bpc_and_the_corpus_without_a_click(page, server, project, tmp_path):
-    page.goto(ui.runs_url(server, experiment_id(project)))
+    page.goto(printed_link(project, server))
     bpc = column(page, "metrics.`held_out_bpc`")
     bpc.nth(2).wait_for(timeout=60_000)
     # best held-out bpc first (the UI sorts all runs together: the corpus column tells them apart)

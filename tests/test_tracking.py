@@ -477,3 +477,9 @@ def test_the_experiment_opens_in_the_ui_as_a_training_experiment_on_the_held_out
     assert c.get_experiment(experiment.experiment_id).tags[ui.VIEW_TAG_PREFIX + ui.VIEW_KEY] == "the user's own"
     assert ui.runs_url("http://127.0.0.1:5000/", "7") == (
         "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=charrnn-by-bpc")
+
+
+def test_the_ui_link_is_the_servers_own_page_or_make_uis():
+    assert ui.ui_base("sqlite:///mlruns/mlflow.db") == ui.LOCAL_UI
+    assert ui.ui_base("http://mlflow.team.example:5000/") == "http://mlflow.team.example:5000"
+    assert ui.ui_base("https://127.0.0.1:8443") == "https://127.0.0.1:8443"

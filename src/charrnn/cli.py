@@ -175,6 +175,8 @@ def cmd_runs(args) -> None:
 
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(frame.to_string(index=False))
+    for link in tracking.ui_links(paths.project_root(), args.experiment):  # stderr: stdout stays a table
+        print(f"in the MLflow UI (`make ui` for a local store): {link}", file=sys.stderr)
 
 
 def cmd_promote(args) -> None:

@@ -483,7 +483,7 @@ def _check_named_store(uri: str) -> None:
 
 def search_runs(root: Path, experiment: str | None = None) -> list[dict]:
     """Every run of `experiment` (default: of every experiment), newest first, as plain dicts:
-    run_name, experiment, status, start_time (ms), params, metrics (final values), tags.
+    run_name, experiment, experiment_id, status, start_time (ms), params, metrics (final values), tags.
     Never writes: a missing or empty sqlite store has no runs; one that cannot be read is a
     TrackingError, as is an unreachable server."""
     uri = tracking_uri(root)
@@ -498,6 +498,7 @@ def search_runs(root: Path, experiment: str | None = None) -> list[dict]:
     except Exception as e:
         raise TrackingError(f"cannot read the MLflow runs from {redact(uri)}: {type(e).__name__}: {redact(e)}") from None
     return [{"run_name": r.info.run_name, "experiment": experiments.get(r.info.experiment_id, r.info.experiment_id),
+             "experiment_id": r.info.experiment_id,
              "status": _status(r.info.status, r.data.tags), "start_time": r.info.start_time, "params": dict(r.data.params),
              "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in runs]
 

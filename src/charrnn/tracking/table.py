@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charrnn.tracking import runs as tracking
+from charrnn.tracking import ui
 from charrnn.tracking.provenance import CORPUS_HASH_TAG, CORPUS_TAG, corpus_label
 
 if TYPE_CHECKING:
@@ -26,6 +27,13 @@ def frame(root: Path, experiment: str | None = None, corpus: str | None = None) 
     plus every param that differs between runs, and the KEY_METRICS present. Empty when there are
     no runs. `corpus`: only the runs whose corpus name or content hash starts with it."""
     return table(tracking.search_runs(root, experiment), corpus)
+
+
+def ui_links(root: Path, experiment: str | None = None) -> list[str]:
+    """The MLflow UI's page of each experiment's runs, opened on charrnn's view (tracking.ui)."""
+    base = ui.ui_base(tracking.tracking_uri(root))
+    ids = sorted({r["experiment_id"] for r in tracking.search_runs(root, experiment)}, key=lambda i: (len(i), i))
+    return [ui.runs_url(base, i) for i in ids]
 
 
 def corpus_of(tags: dict) -> tuple[str, str]:

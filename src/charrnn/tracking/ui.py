@@ -65,6 +65,14 @@ def prepare(mlflow_client, experiment_id: str, tags: dict[str, str] | None = Non
         mlflow_client.set_experiment_tag(experiment_id, key, value)
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # `make ui`'s default address
+
+
+def ui_base(tracking_uri: str) -> str:
+    """Where the UI of a store is: a tracking server serves its own; a local store's is `make ui`'s."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+
+
 def runs_url(base_url: str, experiment_id: str) -> str:
     """The UI page of the experiment's runs, in training mode, opened on charrnn's view."""
     return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
