@@ -15,6 +15,7 @@ from charrnn.core.params import Params, TrackingParams
 from charrnn.nn import history
 from charrnn.tracking import runs as tracking
 from charrnn.tracking import table as runs
+from charrnn.tracking import ui
 from tests.kit import tmpfs
 
 EXPERIMENT = TrackingParams().experiment
