@@ -459,8 +459,6 @@ def test_the_experiment_opens_in_the_ui_as_a_training_experiment_on_the_held_out
     existing one that lacks them; a view the user changed is kept."""
     import json
 
-    from charrnn.tracking import ui
-
     train(root)
     c = client(root)
     experiment = c.get_experiment_by_name(EXPERIMENT)
