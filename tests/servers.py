@@ -87,3 +87,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_group(process, timeout: float = 20) -> None:
+    """Stop a server started with start_new_session=True and every worker it started: SIGTERM to
+    its process group, SIGKILL if it is not gone within `timeout` seconds."""
+    import os
+    import signal
+    import subprocess
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

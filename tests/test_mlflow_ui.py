@@ -4,7 +4,6 @@ experiment whose runs list shows the held-out bits per character without a click
 registry's versions table shows each version's bpc and corpus. Screenshots go to
 $CHARRNN_SCREENSHOTS (else tmp_path): docs/mlflow-runs.png and docs/mlflow-versions.png are these."""
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from docs.screenshot import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import unavailable
 from tests.kit import exported as export_tiny
 from tests.kit import saved_model
-from tests.servers import free_port
+from tests.servers import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 VIEWPORT = {"width": 1400, "height": 900}
@@ -90,12 +89,7 @@ def server(project):
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
         log.close()
 
 

@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from charrnn.tracking import publishing, registry
 from charrnn.tracking import runs as tracking
 from tests.kit import exported as export_tiny
 from tests.kit import saved_model, tmpfs
-from tests.servers import free_port
+from tests.servers import free_port, stop_group
 
 PARAMS = Params.from_dict({"sample": {"num_chars": 30, "seed": 5, "top_p": 0.9}})
 SIGNATURE_PARAMS = {"num_chars": 30, "temperature": 0.8, "seed": 5, "top_k": 0, "top_p": 0.9}
@@ -266,11 +265,7 @@ def test_mlflow_models_serve_answers_invocations_with_the_generators_text(projec
         status, body = invoke({"inputs": ["¿¡"]})
         assert status == 400 and "has no character of the model's vocabulary" in body["message"]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, timeout=30)
         log.close()
 
 
