@@ -50,6 +50,7 @@ def bench(mb: int = 200) -> list[dict]:
     try:
         text = with_changes((REPO / "params.yaml").read_text(encoding="utf-8"), {"data": {"source": "source.txt"}})
         (scratch / "params.yaml").write_text(text, encoding="utf-8")
+        shutil.copyfile(REPO / "dvc.yaml", scratch / "dvc.yaml")  # the stages look for the project root
         size = write_corpus(scratch / "source.txt", mb)
         (scratch / "metrics").mkdir()
         results = {name: run_stage(name, scratch) for name in ("download", "build_vocab", "make_tfrecords")}
