@@ -198,3 +198,6 @@ def test_records_of_the_old_format_are_refused_with_the_fix(tmp_path):
     (tmp_path / "rec" / records.META).write_text(json.dumps(newer))
     with pytest.raises(records.RecordsError, match=r"format 3.*reads format 2 only.*`dvc repro make_tfrecords`"):
         reader.load_meta(tmp_path / "rec")
+    (tmp_path / "rec" / records.META).write_text(json.dumps({**newer, "format": 2, "dtype": "<f4"}))
+    with pytest.raises(records.RecordsError, match=r"ids of type '<f4'.*`dvc repro make_tfrecords`"):
+        reader.load_meta(tmp_path / "rec")

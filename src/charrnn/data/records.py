@@ -29,6 +29,7 @@ META = "meta.json"
 FORMAT = 2  # meta.json's "format": records of runs of windows; FORMAT 1 (no "format" key) held one window each
 RECORD_IDS = 1 << 16  # about this many ids per record: framing (16 bytes a record) costs ~0.03%
 REBUILD = "run `dvc repro make_tfrecords`"
+DTYPES = ("|u1", "<u2", "<i4")  # the ids' types, as numpy writes them (id_dtype)
 
 
 class RecordsError(CharrnnError, ValueError):
@@ -148,6 +149,8 @@ class RecordsMeta:
         if not isinstance(raw, dict) or sorted(raw) != sorted(names):
             raise RecordsError(f"{where}: not a charrnn records description (expected an object with the keys "
                                f"{names}); run `dvc repro make_tfrecords`")
+        if raw["dtype"] not in DTYPES:
+            raise RecordsError(f"{where}: ids of type {raw['dtype']!r}, not one of {list(DTYPES)}; {REBUILD}")
         return cls(**raw)
 
     @classmethod
