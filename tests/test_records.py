@@ -201,3 +201,40 @@ def test_records_of_the_old_format_are_refused_with_the_fix(tmp_path):
     (tmp_path / "rec" / records.META).write_text(json.dumps({**newer, "format": 2, "dtype": "<f4"}))
     with pytest.raises(records.RecordsError, match=r"ids of type '<f4'.*`dvc repro make_tfrecords`"):
         reader.load_meta(tmp_path / "rec")
+
+
+def test_records_do_not_depend_on_how_the_corpus_is_chunked(tmp_path, monkeypatch):
+    """Records span the chunks the corpus is read in, and stop at shards' ends: the same bytes
+    for chunks of 7 bytes, 1,000 bytes or 8 MiB, the shards in order holding the corpus's
+    windows (three documents, each split)."""
+    import tensorflow as tf
+
+    from charrnn.data import vocab as vocab_module
+
+    rng = np.random.default_rng(3)
+    docs = ["".join(rng.choice(list("abcé狐 \n"), n)) + "\n" for n in (30_000, 17_001, 25_000)]
+    text = "\n".join(docs)
+    path, vocab = corpus(tmp_path, text)
+    bounds = [0, len(docs[0]), len(docs[0]) + 1 + len(docs[1]), len(text)]  # a document's range holds the separator
+    (tmp_path / "documents.json").write_text(json.dumps({"format": 1, "kind": "directory", "source": "x", "documents": [
+        {"name": f"{i}.txt", "bytes": 1, "sha256": "x", "start": bounds[i], "stop": bounds[i + 1]} for i in range(3)]}))
+    monkeypatch.setattr(records, "RECORD_IDS", 64)  # 3 windows of 20 a record
+    monkeypatch.setattr(records, "windows_per_shard", lambda *args: 50)  # 16 records and one of 2 windows a shard
+    written = {}
+    for chunk in (7, 1000, None):
+        monkeypatch.setattr(vocab_module, "CHUNK_BYTES", chunk or 8 << 20)
+        meta = records.write_records(path, vocab, tmp_path / f"rec{chunk}", seq_length=20, val_fraction=0.1)
+        written[chunk] = {p.name: p.read_bytes() for p in sorted((tmp_path / f"rec{chunk}").iterdir())}
+    assert written[7] == written[1000] == written[None]
+    assert meta.windows_per_record == 3 and len(meta.train_shards) == -(-meta.train_windows // 50) > 10
+    cut = split.Split.of(path, 0.1)
+    assert len(cut.parts) == 3
+    for part, name in ((cut.train, "train"), (cut.held_out, "val")):
+        ids = vocab.encode("".join(part))
+        expected = np.stack([ids[i * 20:i * 20 + 21] for i in range((len(ids) - 1) // 20)])
+        shards = [[np.frombuffer(r, np.uint8) for r in tf.data.TFRecordDataset(str(tmp_path / "recNone" / n))
+                   .as_numpy_iterator()] for n in getattr(meta, f"{name}_shards")]
+        full = shards[:-1] if name == "train" else []  # a full shard: 50 windows, 16 records of 3 and one of 2
+        assert all([len(r) for r in shard] == [61] * 16 + [41] for shard in full)
+        got = np.stack([r[j * 20:j * 20 + 21] for shard in shards for r in shard for j in range((len(r) - 1) // 20)])
+        assert np.array_equal(got, expected)

@@ -43,9 +43,10 @@ def read_chunks(path: str | Path, chunk_chars: int | None = None) -> Iterable[st
 
 
 def read_utf8(path: str | Path, start: int = 0, stop: int | None = None,
-              chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+              chunk_bytes: int | None = None) -> Iterator[bytes]:
     """Bytes [start, stop) of a UTF-8 file (both on character boundaries), chunk by chunk, each
     chunk ending on a character boundary: a character cut by the chunk's end goes to the next."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     with open(path, "rb") as f:
         f.seek(start)
         left = None if stop is None else stop - start
