@@ -177,8 +177,9 @@ def test_char_index_finds_offsets_past_its_marks(tmp_path, monkeypatch):
     path.write_text(text, encoding="utf-8")
     index = split.CharIndex.of(path)
     assert index.chars == len(text) and len(index.marks) > 10
-    for char in range(len(text) + 1):
-        assert index.byte_offset(char) == len(text[:char].encode("utf-8"))
+    expected = [len(text[:char].encode("utf-8")) for char in range(len(text) + 1)]
+    assert [index.byte_offset(char) for char in range(len(text) + 1)] == expected
+    assert index.byte_offsets([9, 0, len(text), 9, 3]) == [expected[9], 0, expected[-1], expected[9], expected[3]]
     vocab = Vocabulary.from_counts(count_chars([text]))
     ids = np.concatenate(list(split.TextSpan(path, 13, 170).ids(vocab, np.uint8, index)))
     assert vocab.decode(ids) == text[13:170]
