@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install install-team run test test-fast repro-check ui clean-venv bench bench-quick bench-data-1gb bench-quality bench-stateful
+.PHONY: install install-team run test test-fast repro-check ui clean-venv bench bench-quick bench-data-1gb bench-data-10gb bench-quality bench-stateful
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -55,9 +55,13 @@ bench: install
 bench-quick: install
 	$(PY) bench/run.py --quick | tee bench/last-run-quick.md
 
-## bench-data-1gb: the three data stages on 1 GB of generated text: MB/s and peak memory (~2 min)
+## bench-data-1gb: the three data stages on 1 GB of generated text: MB/s, peak memory, records/text size (~1 min)
 bench-data-1gb: install
 	$(PY) bench/run.py --only data --data-mb 1024 | tee bench/last-run-data-1gb.md
+
+## bench-data-10gb: the same on 10 GB (~5 min; needs ~30 GB free under the temp folder while it runs)
+bench-data-10gb: install
+	$(PY) bench/run.py --only data --data-mb 10240 | tee bench/last-run-data-10gb.md
 
 ## bench-quality: the CPU quality ablation, one `dvc exp run -S ...` per recipe change on tiny shakespeare, 3 seeds each (2-3.5 h, see BENCHMARKS.md; --rows/--seeds for a subset)
 bench-quality: install

@@ -9,7 +9,7 @@ from charrnn.core import files, paths
 from charrnn.core.params import Params
 from charrnn.core.stage import run_stage
 from charrnn.data.split import read_documents
-from charrnn.data.vocab import Vocabulary, count_chars, read_chunks, vocab_metrics
+from charrnn.data.vocab import Vocabulary, count_utf8, read_utf8, vocab_metrics
 from charrnn.nn import lineage
 
 
@@ -38,10 +38,10 @@ def count_corpus():
     total = paths.CORPUS.stat().st_size
     with tqdm(total=total, unit="B", unit_scale=True, desc="counting", leave=False, disable=None) as bar:
         def chunks():
-            for chunk in read_chunks(paths.CORPUS):
-                bar.update(len(chunk.encode("utf-8")))
+            for chunk in read_utf8(paths.CORPUS):
+                bar.update(len(chunk))
                 yield chunk
-        return count_chars(chunks())
+        return count_utf8(chunks())
 
 
 if __name__ == "__main__":

@@ -319,6 +319,11 @@ DEEP_JSON = [
          write("data/records/meta.json", "[" * 100 + "]" * 100)),
     Case("meta-not-records", ["train"], r"meta\.json: not a charrnn records description",
          write("data/records/meta.json", '{"seq_length": 5}')),
+    Case("records-old-format", ["train"], r"data/records/meta\.json: records of an older charrnn \(one window per "
+         r"record, format 1\); this charrnn reads format 2 only: run `dvc repro make_tfrecords` to rebuild them",
+         write("data/records/meta.json", '{"seq_length": 100, "dtype": "<u2", "vocab_size": 66, "vocab_fingerprint": '
+               '"x", "corpus_chars": 1000, "split": 900, "train_windows": 8, "val_windows": 0, "train_shards": '
+               '["train-00000.tfrecord"], "val_shards": []}')),
 ]
 
 # --- the CLI -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from charrnn.data import reader, records, tfrecord
 from charrnn.data.vocab import Vocabulary, count_chars
 
 
-@pytest.mark.parametrize("length", [1, 3, 4, 7, 202, 404])
+@pytest.mark.parametrize("length", [1, 3, 4, 7, 202, 404, 513, 4099, 65_601])  # long rows: segment by segment
 def test_same_bytes_as_tensorflow(tmp_path, length):
     rows = np.random.default_rng(length).integers(0, 256, (40, length), dtype=np.uint8)
     with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as w:

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.data.vocab import UNK, UNK_ID, VocabError, Vocabulary, count_chars, read_chunks, vocab_metrics
+from charrnn.data.vocab import (UNK, UNK_ID, VocabError, Vocabulary, count_chars, count_utf8, read_chunks, read_utf8,
+                                vocab_metrics)
 
 
 def vocab_of(text, **kw):
@@ -136,6 +137,52 @@ def test_chunked_counting_equals_whole(tmp_path):
     path.write_text(text, encoding="utf-8")
     chunked = count_chars(read_chunks(path, chunk_chars=777))
     assert np.array_equal(chunked, count_chars([text]))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 777, 1 << 20])
+def test_utf8_chunks_end_on_characters_and_count_and_encode_as_text(tmp_path, chunk_bytes):
+    """read_utf8 never cuts a character, whatever the chunk size; counting and encoding its
+    chunks (ASCII ones without decoding) gives what the decoded text gives."""
+    text = ("the quick brown fox 狐狸 😀 é\r\n" * 300) + "plain ASCII tail" * 10
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    chunks = list(read_utf8(path, chunk_bytes=chunk_bytes))
+    assert b"".join(chunks) == path.read_bytes() and all(c.decode("utf-8") for c in chunks)
+    assert np.array_equal(count_utf8(chunks), count_chars([text]))
+    vocab = Vocabulary.from_counts(count_chars([text]), min_count=2)  # [UNK] too: "狐" kept, rare ones not
+    for dtype in (np.uint8, np.int32):
+        ids = np.concatenate([vocab.encode_utf8(c, dtype) for c in chunks])
+        assert ids.dtype == dtype and np.array_equal(ids, vocab.encode(text))
+
+
+def test_utf8_ranges_start_and_stop_where_asked(tmp_path):
+    from charrnn.data import split
+
+    text = "ab狐狸c😀d" * 50
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    index = split.CharIndex.of(path)
+    assert index.chars == len(text)
+    for start, stop in ((0, 3), (2, 9), (5, len(text)), (7, 7)):
+        got = b"".join(read_utf8(path, index.byte_offset(start), index.byte_offset(stop), chunk_bytes=4))
+        assert got.decode("utf-8") == text[start:stop]
+
+
+def test_char_index_finds_offsets_past_its_marks(tmp_path, monkeypatch):
+    from charrnn.data import split
+
+    monkeypatch.setattr(split, "INDEX_BYTES", 16)  # a mark every 16 bytes: characters cut by marks
+    text = "x狐y😀z" * 40 + "ascii only " * 5
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    index = split.CharIndex.of(path)
+    assert index.chars == len(text) and len(index.marks) > 10
+    expected = [len(text[:char].encode("utf-8")) for char in range(len(text) + 1)]
+    assert [index.byte_offset(char) for char in range(len(text) + 1)] == expected
+    assert index.byte_offsets([9, 0, len(text), 9, 3]) == [expected[9], 0, expected[-1], expected[9], expected[3]]
+    vocab = Vocabulary.from_counts(count_chars([text]))
+    ids = np.concatenate(list(split.TextSpan(path, 13, 170).ids(vocab, np.uint8, index)))
+    assert vocab.decode(ids) == text[13:170]
 
 
 # --- properties (Hypothesis) -----------------------------------------------------------------

@@ -137,7 +137,7 @@ def write_documents(docs: list[Path], source: str, kind: str, data: DataParams, 
     bytes, sha256, character range); its sha256 is that of this list, so it changes exactly when
     a document does."""
     listed, chars, size, seen_text = [], 0, 0, False
-    with files.atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
+    with files.atomic_path(out_path) as tmp, open(tmp, "wb") as file:
         out = _Tail(file)
         for i, doc in enumerate(docs):
             start = chars  # a document's range holds the separator before it: the ranges cover the corpus
@@ -184,15 +184,19 @@ def documents_file(info: dict) -> dict:
 
 
 class _Tail:
-    """A text file that remembers the last character written to it."""
+    """A binary file written as UTF-8 text, that remembers the last character written to it;
+    write() returns the bytes written."""
 
     def __init__(self, file):
         self.file, self.last = file, ""
 
-    def write(self, text: str) -> None:
-        if text:
-            self.file.write(text)
-            self.last = text[-1]
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        data = text.encode("utf-8")
+        self.file.write(data)
+        self.last = text[-1]
+        return len(data)
 
 
 CORPORA = "corpora"  # local corpora live here: a dependency of the download stage (dvc.yaml)
@@ -273,8 +277,8 @@ def _summary(kind: str, name: str, raw: Path, chars: int, size: int) -> dict:
 def stream_decode(raw: Path, encoding: str, out_path: Path, name: str, chunk: int = 8 << 20) -> tuple[int, int]:
     """Decode `raw` chunk by chunk into UTF-8 `out_path` (atomically), normalized as normalize()
     does; (characters, bytes) written. A text of only whitespace is an error, and writes nothing."""
-    with files.atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
-        chars, size, seen_text = decode_into(raw, encoding, out, None, chunk)
+    with files.atomic_path(out_path) as tmp, open(tmp, "wb") as out:
+        chars, size, seen_text = decode_into(raw, encoding, _Tail(out), None, chunk)
         if not seen_text:
             raise CorpusError(f"the corpus from {name} is empty after clean-up")
     return chars, size
@@ -301,9 +305,8 @@ def decode_into(raw: Path, encoding: str, out, name: str | None, chunk: int = 8 
             held = "\r" if block and text.endswith("\r") else ""
             text = normalize(text[:-1] if held else text)
             seen_text = seen_text or bool(text.strip())
-            out.write(text)
             chars += len(text)
-            size += len(text.encode("utf-8"))
+            size += out.write(text)
             if not block:
                 break
     return chars, size, seen_text
@@ -532,7 +535,8 @@ def _decode_error(offset: int, encoding: str, reason: str, name: str | None = No
 
 def normalize(text: str) -> str:
     """Drop a leading BOM; turn \\r\\n and lone \\r into \\n."""
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = text.removeprefix("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 _GUTENBERG_START = re.compile(r"^\*{3} ?START OF (THE|THIS) PROJECT GUTENBERG E-?BOOK\b.*$", re.M | re.I)

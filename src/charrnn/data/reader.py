@@ -33,11 +33,16 @@ def read_windows(records_dir: str | Path, split: str, offset: int | None = None)
     """
     meta = load_meta(records_dir)
     paths = [_join(records_dir, n) for n in getattr(meta, f"{split}_shards")]
-    dtype = tf.uint16 if meta.dtype == "<u2" else tf.int32
+    dtype = {"|u1": tf.uint8, "<u2": tf.uint16, "<i4": tf.int32}[meta.dtype]
+    seq = meta.seq_length
+
+    def windows(record):
+        """A record's run of r * seq_length + 1 ids -> its r windows of seq_length + 1."""
+        ids = tf.cast(tf.io.decode_raw(record, dtype, little_endian=True), tf.int32)
+        return tf.concat([tf.reshape(ids[:-1], [-1, seq]), tf.reshape(ids[seq::seq], [-1, 1])], axis=1)
 
     def shard(path):
-        ds = tf.data.TFRecordDataset(path).map(
-            lambda r: tf.cast(tf.io.decode_raw(r, dtype, little_endian=True), tf.int32))
+        ds = tf.data.TFRecordDataset(path).map(windows).unbatch()
         return ds if offset is None else shifted_windows(ds, offset)
 
     if len(paths) == 1:

@@ -12,7 +12,7 @@ counting the corpus once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -20,7 +20,9 @@ import numpy as np
 
 from charrnn.core import files, paths
 from charrnn.core.errors import CharrnnError
-from charrnn.data.vocab import Vocabulary, read_chunks
+from charrnn.data.vocab import Vocabulary, read_chunks, read_utf8
+
+INDEX_BYTES = 1 << 24  # the character index of a corpus (CharIndex) marks every 16 MiB
 
 
 class SplitError(CharrnnError, ValueError):
@@ -33,7 +35,55 @@ def split_point(n_chars: int, val_fraction: float) -> int:
 
 
 def count_chars(path: str | Path) -> int:
-    return sum(len(chunk) for chunk in read_chunks(path))
+    return CharIndex.of(path).chars
+
+
+@dataclass(frozen=True)
+class CharIndex:
+    """Characters of a UTF-8 file, counted from its bytes without decoding them (a character is
+    a byte that is not a continuation byte, 0b10xxxxxx), and how many precede every
+    INDEX_BYTES-th byte: a character's byte offset is then found by reading one block."""
+    path: Path
+    chars: int
+    marks: tuple[int, ...]  # characters before byte k * INDEX_BYTES
+
+    @classmethod
+    def of(cls, path: str | Path) -> "CharIndex":
+        marks, chars = [], 0
+        with open(path, "rb") as f:
+            while block := f.read(INDEX_BYTES):
+                marks.append(chars)
+                chars += len(block) if block.isascii() else _leads(block).sum()
+        return cls(Path(path), int(chars), tuple(int(m) for m in marks))
+
+    def byte_offset(self, char: int) -> int:
+        """Where character `char` (0 <= char <= chars) starts in the file."""
+        return self.byte_offsets([char])[0]
+
+    def byte_offsets(self, chars: Iterable[int]) -> list[int]:
+        """byte_offset of each of `chars`, reading each block that holds one of them once (a
+        corpus of 100,000 documents is cut at 200,000 places)."""
+        chars = list(chars)
+        found = {}
+        blocks = {}
+        for char in sorted(set(chars)):
+            if char >= self.chars:
+                found[char] = self.path.stat().st_size
+                continue
+            blocks.setdefault(int(np.searchsorted(self.marks, char, side="right")) - 1, []).append(char)
+        with open(self.path, "rb") as f:
+            for k, wanted in blocks.items():
+                f.seek(k * INDEX_BYTES)
+                block = f.read(INDEX_BYTES)
+                skips = np.array(wanted) - self.marks[k]
+                starts = skips if block.isascii() else np.flatnonzero(_leads(block))[skips]
+                found.update(zip(wanted, (k * INDEX_BYTES + starts).tolist()))
+        return [found[char] for char in chars]
+
+
+def _leads(block: bytes) -> np.ndarray:
+    """Whether each byte starts a character (is not a UTF-8 continuation byte)."""
+    return (np.frombuffer(block, dtype=np.uint8) & 0xC0) != 0x80
 
 
 def iter_text(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[str]:
@@ -59,10 +109,13 @@ class TextSpan:
     def __iter__(self) -> Iterator[str]:
         return iter_text(self.path, self.start, self.stop)
 
-    def ids(self, vocab: Vocabulary) -> Iterator[np.ndarray]:
-        """The span's ids, chunk by chunk."""
-        for text in self:
-            yield vocab.encode(text)
+    def ids(self, vocab: Vocabulary, dtype=np.int32, index: "CharIndex | None" = None) -> Iterator[np.ndarray]:
+        """The span's ids, chunk by chunk, read as UTF-8 bytes from where the span starts
+        (`index` of the corpus, when the caller has it, saves counting it again)."""
+        index = index or CharIndex.of(self.path)
+        start, stop = index.byte_offsets([self.start, index.chars if self.stop is None else self.stop])
+        for chunk in read_utf8(self.path, start, stop):
+            yield vocab.encode_utf8(chunk, dtype)
 
 
 @dataclass(frozen=True)
@@ -74,9 +127,12 @@ class TextSpans:
     def __iter__(self) -> Iterator[str]:
         return (text for start, stop in self.ranges for text in iter_text(self.path, start, stop))
 
-    def ids(self, vocab: Vocabulary) -> Iterator[np.ndarray]:
-        for text in self:
-            yield vocab.encode(text)
+    def ids(self, vocab: Vocabulary, dtype=np.int32, index: "CharIndex | None" = None) -> Iterator[np.ndarray]:
+        index = index or CharIndex.of(self.path)
+        offsets = index.byte_offsets(c for r in self.ranges for c in r)
+        for start, stop in zip(offsets[0::2], offsets[1::2]):
+            for chunk in read_utf8(self.path, start, stop):
+                yield vocab.encode_utf8(chunk, dtype)
 
 
 def read_documents(corpus: str | Path) -> list[dict]:
@@ -121,15 +177,17 @@ class Split:
     chars: int
     at: int
     parts: tuple[tuple[int, int, int], ...] = ()
+    index: CharIndex | None = field(default=None, compare=False, repr=False)  # where the characters are
 
     @classmethod
     def of(cls, corpus: str | Path, val_fraction: float) -> "Split":
-        n = count_chars(corpus)
+        index = CharIndex.of(corpus)
+        n = index.chars
         ranges = documents_of(Path(corpus), n)
         if len(ranges) == 1:
-            return cls(Path(corpus), n, split_point(n, val_fraction))
+            return cls(Path(corpus), n, split_point(n, val_fraction), index=index)
         parts = tuple((lo, lo + split_point(hi - lo, val_fraction), hi) for lo, hi in ranges)
-        return cls(Path(corpus), n, sum(cut - lo for lo, cut, _ in parts), parts)
+        return cls(Path(corpus), n, sum(cut - lo for lo, cut, _ in parts), parts, index=index)
 
     @property
     def train(self) -> TextSpan | TextSpans:
