@@ -910,3 +910,24 @@ def test_under_a_bounded_load_every_answer_is_right_and_memory_stays_flat(proces
     assert stats["rows"] == 0 and stats["waiting"] == 0 and stats["requests_cancelled"] >= 40
     assert process.process.poll() is None
     assert rss_end - rss_warm < 16 * 2**20
+
+
+def test_the_default_prompt_is_the_sample_stages_first(tmp_path):
+    """The model's own sample.prompts when its run set them; else the first prompt the sample stage
+    draws from the project's held-out text; else (no corpus, or one the model cannot spell) the
+    vocabulary's most frequent character that is not blank."""
+    from charrnn.core import paths
+    from charrnn.data.split import Split
+
+    corpus = tmp_path / paths.CORPUS
+    corpus.parent.mkdir(parents=True)
+    corpus.write_text("ROMEO: ab\n\n" * 200 + "JULIET: cd\n\nROMEO: ba\n\n" * 20, encoding="utf-8")
+    drawn = Split.of(corpus, 0.1).prompts()[0]
+    assert drawn in ("JULIET: cd", "ROMEO: ba")
+    assert served_lib._default_prompt({"sample.prompts": '["TIBALT:"]'}, VOCAB, tmp_path) == "TIBALT:"
+    assert served_lib._default_prompt({}, VOCAB, tmp_path) == drawn
+    assert served_lib._default_prompt({"data.val_fraction": "0.1"}, VOCAB, tmp_path) == drawn
+    frequent = max((c, ch) for c, ch in zip(VOCAB.counts, VOCAB.chars) if ch.strip())[1]
+    assert served_lib._default_prompt({}, VOCAB, None) == frequent
+    corpus.write_text("ZZZZ\n" * 400, encoding="utf-8")  # a corpus the model cannot spell: Z is not its
+    assert served_lib._default_prompt({}, VOCAB, tmp_path) == frequent

@@ -19,6 +19,7 @@ from charrnn.core.stage import remove_on_exit
 from charrnn.sampling.settings import SamplingSettings, SettingsError
 
 log = logging.getLogger("charrnn.serve")
+PROMPT_CORPUS_MAX_BYTES = 1 << 30  # past this, finding the held-out prompt (a read of the corpus) would slow the start
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _card(model: str, vocab, architecture: dict | None, model_hash: str | None, 
                   "sha256": version_tags.get("charrnn.corpus_hash")}
     return {"model": redact(model), "model_hash": model_hash, "corpus": corpus, "vocab_size": vocab.size,
             "architecture": architecture, "held_out": _held_out(root, model_hash, found),
-            "mlflow": found["card"] if found else None, "default_prompt": _default_prompt(params, vocab)}
+            "mlflow": found["card"] if found else None, "default_prompt": _default_prompt(params, vocab, root)}
 
 
 def _source_shown(source: str) -> str:
@@ -119,17 +120,40 @@ def _source_shown(source: str) -> str:
     return Path(source).name
 
 
-def _default_prompt(params: dict, vocab) -> str:
-    """The playground's first prompt: the model's own first sample prompt when its run had one,
-    else its vocabulary's most frequent character that is not blank."""
+def _default_prompt(params: dict, vocab, root: Path | None = None) -> str:
+    """The playground's first prompt: the model's own first sample prompt, as the sample stage
+    chose it: `sample.prompts` when its run set them, else the first prompt drawn from the held-out
+    text of the project it was trained in (a model directory served from its project). Failing
+    both, its vocabulary's most frequent character that is not blank."""
     try:
         prompts = files.loads_json(params.get("sample.prompts", "[]"))
         if isinstance(prompts, list) and prompts and isinstance(prompts[0], str) and prompts[0]:
             return prompts[0]
     except ValueError:
         pass
+    drawn = _held_out_prompt(root, params, vocab) if root is not None else None
+    if drawn:
+        return drawn
     ranked = sorted(zip(vocab.counts, vocab.chars), reverse=True)
     return next((char for _, char in ranked if char.strip()), vocab.chars[0] if vocab.chars else "")
+
+
+def _held_out_prompt(root: Path, params: dict, vocab) -> str | None:
+    """The sample stage's first default prompt over the project's corpus, if every character of it
+    is the model's (the corpus may have changed since the model was trained)."""
+    from charrnn.core.params import DataParams
+    from charrnn.data.split import Split
+
+    corpus = root / paths.CORPUS
+    try:
+        if corpus.stat().st_size > PROMPT_CORPUS_MAX_BYTES:
+            return None
+        val_fraction = float(params.get("data.val_fraction", DataParams().val_fraction))
+        prompt = Split.of(corpus, val_fraction).prompts()[0]
+    except (CharrnnError, OSError, ValueError, IndexError) as e:
+        log.debug("no held-out prompt: %s", redact(e))
+        return None
+    return None if vocab.unknown_chars(prompt) else prompt
 
 
 def _held_out(root: Path | None, model_hash: str | None, found: dict | None) -> dict | None:
