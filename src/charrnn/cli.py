@@ -167,7 +167,9 @@ def _number(metrics: dict, key: str, path: Path) -> float:
 def cmd_runs(args) -> None:
     from charrnn import tracking
 
-    frame = tracking.frame(paths.project_root(), args.experiment, args.corpus)
+    root = paths.project_root()
+    runs = tracking.search_runs(root, args.experiment)
+    frame = tracking.runs_table(runs, args.corpus)
     if frame.empty:
         print(f"no runs of a corpus {args.corpus!r}" if args.corpus else "no runs yet: run `dvc repro` or `dvc exp run`")
         return
@@ -175,7 +177,7 @@ def cmd_runs(args) -> None:
 
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(frame.to_string(index=False))
-    for link in tracking.ui_links(paths.project_root(), args.experiment):  # stderr: stdout stays a table
+    for link in tracking.ui_links(root, runs):  # on stderr: stdout stays a table
         print(f"in the MLflow UI (`make ui` for a local store): {link}", file=sys.stderr)
 
 

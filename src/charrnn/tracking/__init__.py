@@ -8,8 +8,9 @@ from charrnn.tracking.parents import tags as parent_tags
 from charrnn.tracking.publishing import publish, publish_training
 from charrnn.tracking.registry import HELD_OUT_BPC_TAG, RegistryError, fetch, promote
 from charrnn.tracking.runs import MODEL_HASH_TAG, TrackingError, is_enabled, model_run, search_runs, train_run
-from charrnn.tracking.table import frame, ui_links
+from charrnn.tracking.table import table as runs_table
+from charrnn.tracking.table import ui_links
 
-__all__ = ["HELD_OUT_BPC_TAG", "MODEL_HASH_TAG", "RegistryError", "TrackingError", "fetch", "frame", "is_enabled",
-           "model_record", "model_run", "parent_tags", "promote", "publish", "publish_training", "resolved_parent", "search_runs",
-           "train_run", "ui_links"]
+__all__ = ["HELD_OUT_BPC_TAG", "MODEL_HASH_TAG", "RegistryError", "TrackingError", "fetch", "is_enabled",
+           "model_record", "model_run", "parent_tags", "promote", "publish", "publish_training", "resolved_parent", "runs_table",
+           "search_runs", "train_run", "ui_links"]

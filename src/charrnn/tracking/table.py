@@ -29,10 +29,11 @@ def frame(root: Path, experiment: str | None = None, corpus: str | None = None) 
     return table(tracking.search_runs(root, experiment), corpus)
 
 
-def ui_links(root: Path, experiment: str | None = None) -> list[str]:
-    """The MLflow UI's page of each experiment's runs, opened on charrnn's view (tracking.ui)."""
+def ui_links(root: Path, runs: list[dict]) -> list[str]:
+    """The MLflow UI's page of the runs of each experiment of `runs` (tracking.search_runs),
+    opened on charrnn's view (tracking.ui)."""
     base = ui.ui_base(tracking.tracking_uri(root))
-    ids = sorted({r["experiment_id"] for r in tracking.search_runs(root, experiment)}, key=lambda i: (len(i), i))
+    ids = sorted({r["experiment_id"] for r in runs}, key=lambda i: (len(i), i))
     return [ui.runs_url(base, i) for i in ids]
 
 
