@@ -34,6 +34,9 @@ def reference(tmp_path_factory):
 @pytest.fixture(scope="module")
 def victim(tmp_path_factory):
     p = make_project(tmp_path_factory.mktemp("victim"), shakespeare_like(60_000), SLOWER)
+    # A SIGKILLed process cannot remove its private temporary folder: these stay with the test's
+    # files, not in the machine's /tmp
+    p.env["TMPDIR"] = str(tmp_path_factory.mktemp("victim-tmp"))
     p.dvc("repro")
     return p
 
