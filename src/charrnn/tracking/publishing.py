@@ -24,9 +24,9 @@ NOT_FIGURES = {
 HELD_OUT_CHARS_TAG = "charrnn.held_out_chars"
 
 
-def _figures(metrics: dict, excluded: set[str]) -> dict:
+def _figures(metrics: dict) -> dict:
     """The metrics that tell runs apart (ngrams_<n>: how many n-grams the samples hold)."""
-    return {k: v for k, v in metrics.items() if k not in excluded and not k.startswith("ngrams_")}
+    return {k: v for k, v in metrics.items() if k not in NOT_FIGURES and not k.startswith("ngrams_")}
 
 
 def publish(run, params, full_hash: str) -> None:
@@ -37,12 +37,12 @@ def publish(run, params, full_hash: str) -> None:
         return
     held_out = metricfiles.of_model(paths.HELD_OUT, paths.EVALUATION, full_hash)
     if held_out is not None:
-        run.log_metrics(metricfiles.numbers(_figures(held_out, NOT_FIGURES), "held_out_"))
+        run.log_metrics(metricfiles.numbers(_figures(held_out), "held_out_"))
         if isinstance(held_out.get("chars"), int):
             run.set_tags({HELD_OUT_CHARS_TAG: str(held_out["chars"])})
     sampled = metricfiles.of_model(paths.SAMPLE_METRICS, paths.SAMPLING, full_hash)
     if sampled is not None:
-        run.log_metrics(metricfiles.numbers(_figures(sampled, NOT_FIGURES)))
+        run.log_metrics(metricfiles.numbers(_figures(sampled)))
         run.log_artifacts(paths.SAMPLES, "samples")
         run.log_artifact(paths.SAMPLING)
     tags = {registry.HELD_OUT_BPC_TAG: f"{held_out['bpc']:.4f}"} if held_out is not None else {}

@@ -56,7 +56,7 @@ def table(runs: list[dict], corpus: str | None = None) -> "pd.DataFrame":
         runs = [r for r in runs if _matches(corpus, r["tags"])]
     if not runs:
         return pd.DataFrame()
-    df = pd.DataFrame([{"corpus_key": corpus_of(r["tags"])[0], "corpus": corpus_of(r["tags"])[1],
+    df = pd.DataFrame([{**dict(zip(("corpus_key", "corpus"), corpus_of(r["tags"]))),
                         **{k: r[k] for k in FIXED if k in r},
                         **{f"params.{k}": v for k, v in r["params"].items()},
                         **{f"metrics.{k}": v for k, v in r["metrics"].items()}} for r in runs])
