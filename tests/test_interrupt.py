@@ -212,7 +212,12 @@ def test_ctrl_c_at_any_moment_of_start_up_ends_cleanly(victim, after):
     """From the end of Python's own start-up through the imports (TensorFlow's included) into the work."""
     done = run_stage_and_signal(victim, "evaluate_perplexity", signal.SIGINT, after)
     assert "Traceback" not in done.stdout, done.stdout[-3000:]
-    assert done.returncode == 130, (done.returncode, done.stdout[-2000:])
+    if done.returncode == -signal.SIGINT:
+        # Python's finalization puts SIGINT back to its default action, so a Ctrl-C that comes
+        # after the work ends the process by the signal itself (the shell's 130 too); only then
+        assert "held-out loss" in done.stdout, done.stdout[-2000:]
+    else:
+        assert done.returncode == 130, (done.returncode, done.stdout[-2000:])
 
 
 @pytest.mark.parametrize("after", [0.3, 3.0])
