@@ -7,16 +7,18 @@ can be advanced together and every answer equals the same request generated alon
 worker
 1. starts the requests that arrived meanwhile (their prompts run through the model together),
 2. ends those that were cancelled (their client went away) or passed their deadline,
-3. picks at most max_batch rows: the newcomers' alone, for their first step (their first
-   characters at once, in a small batch); else the requests that have received the least service
-   first (fewest characters generated so far), each at most its fair share of the batch while
-   others wait, the rest of the batch filled in the same order,
-4. advances them by n = min(chunk, the fewest characters a picked row still needs) characters,
-   a quarter of the chunk while more rows are in progress than a batch holds (so that a newcomer
-   waits less for the step in flight).
-So a short request arriving while long ones stream waits for at most a short step and is served
-next, and no request can hold the batch: with twelve requests of 64 rows, each advances a part of
-its rows in turn. A failure inside a step is retried request by request, so that only the request that
+3. picks at most max_batch rows: the small requests' alone, in a batch of their own (newcomers,
+   for their first step: their first characters at once; and, while more rows are in progress
+   than a batch holds, requests that one step of their own finishes); else the requests that
+   have received the least service first (fewest characters generated so far), each at most its
+   fair share of the batch while others wait, the rest of the batch filled in the same order,
+4. advances them by n = min(chunk, the fewest characters a picked row still needs) characters.
+   While more rows are in progress than a batch holds, a step is bounded by the row-characters of
+   a full batch advancing a quarter chunk (so that a newcomer waits less for the step in flight):
+   a full batch advances a quarter chunk, a small one up to the whole chunk.
+So a short request arriving while long ones stream waits for the step in flight, then is served
+in a step or two of its own, and no request can hold the batch: with twelve requests of 64 rows,
+each advances a part of its rows in turn. A failure inside a step is retried request by request, so that only the request that
 causes it fails and the others go on. batching=False admits one request at a time, alone.
 """
 from __future__ import annotations
@@ -245,9 +247,10 @@ class Batcher:
         its fair share of max_batch while others wait, then the rest of the batch filled in the
         same order (see the module docstring)."""
         order = sorted(self.active, key=lambda job: job.served_chars)  # stable: ties go by arrival
-        fresh = [job for job in order if job.served_chars == 0]
-        if fresh and len(fresh) < len(order):
-            order = fresh  # newcomers' first step: alone
+        crowded = self._crowded()
+        small = [job for job in order if job.served_chars == 0 or (crowded and self._finishes_alone(job))]
+        if small and len(small) < len(order):
+            order = small  # a batch of their own
         pending = {id(job): np.flatnonzero(job.rows.left > 0) for job in order}
         share = max(1, self.max_batch // len(order))
         picked: dict[int, list[int]] = {id(job): [] for job in order}
@@ -262,8 +265,9 @@ class Batcher:
 
     def _step(self) -> None:
         picked = self._pick()
-        crowded = sum(int((job.rows.left > 0).sum()) for job in self.active) > self.max_batch
-        chunk = max(1, self.chunk // 4) if crowded else self.chunk
+        chunk = self.chunk
+        if self._crowded():
+            chunk = min(chunk, max(1, self._step_budget() // sum(len(idx) for _, idx in picked)))
         n = int(min(chunk, *(job.rows.left[idx].min() for job, idx in picked)))
         try:
             texts = self._advance(picked, n)
@@ -293,6 +297,18 @@ class Batcher:
             elif id(job) in texts or all(j is not job for j, _ in picked):
                 still.append(job)  # a job whose step failed has been ended
         self.active = still
+
+    def _crowded(self) -> bool:
+        """More rows in progress than a batch holds: some wait while others advance."""
+        return sum(int((job.rows.left > 0).sum()) for job in self.active) > self.max_batch
+
+    def _step_budget(self) -> int:
+        """Row-characters of one step while crowded: a full batch advancing a quarter chunk."""
+        return self.max_batch * max(1, self.chunk // 4)
+
+    def _finishes_alone(self, job: Job) -> bool:
+        left = job.rows.left[job.rows.left > 0]
+        return left.size > 0 and int(left.max()) <= self.chunk and int(left.sum()) <= self._step_budget()
 
     def _advance(self, picked: list[tuple[Job, np.ndarray]], n: int) -> dict[int, list[str]]:
         """Advance these rows of these jobs by n characters together: {id(job): texts of its rows}."""
