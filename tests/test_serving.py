@@ -483,7 +483,7 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator):
 
 def test_a_short_request_is_served_next_while_long_ones_stream_and_they_share_the_batch(generator):
     """Twelve requests of 64 rows x 10,000 characters hold far more rows than a batch: each gets its
-    share in turn (full batches, a quarter chunk a step), and a 100-character request arriving
+    share in turn (full batches, an eighth of the chunk a step), and a 100-character request arriving
     meanwhile waits for the step in flight, then is served in steps of its own, a whole chunk each:
     its first (a newcomer's), and the one that finishes it."""
     async def scenario():

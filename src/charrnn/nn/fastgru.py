@@ -115,37 +115,6 @@ def input_table(model):
     return tf.matmul(model.embedding.embeddings.value, first.kernel.value) + first.bias.value[0]
 
 
-def step_fn(model, table=None):
-    """A one-character step for generation: ids [B], states -> logits [B, V], states.
-
-    Computes what the Keras cells compute (tests/test_fastgru.py), with the GRU's work per
-    character cut to the recurrent matmul: layer 1's input projection is a row of `table`
-    (input_table(model), computed here from the current weights when not given).
-    """
-    table = input_table(model) if table is None else table
-
-    def step(ids, states):
-        new_states = []
-        x = None
-        for i, (rnn, state) in enumerate(zip(model.rnns, states)):
-            cell = rnn.cell
-            bias = cell.bias.value
-            xp = tf.gather(table, ids) if i == 0 else tf.matmul(x, cell.kernel.value) + bias[0]
-            h = state[0]
-            x_z, x_r, x_h = tf.split(xp, 3, axis=1)
-            r_z, r_r, r_h = tf.split(tf.matmul(h, cell.recurrent_kernel.value) + bias[1], 3, axis=1)
-            z = tf.sigmoid(x_z + r_z)
-            r = tf.sigmoid(x_r + r_r)
-            hh = tf.tanh(x_h + r * r_h)
-            x = z * h + (1 - z) * hh
-            new_states.append([x])
-        if model.adaptive:
-            return model.head(x), new_states
-        return tf.matmul(x, model.dense.kernel.value) + model.dense.bias.value, new_states
-
-    return step
-
-
 def _read(variable):
     """A variable's value as a plain tensor: under a tf.distribute strategy `.value` is a
     distributed variable, which tf.custom_gradient would take for a captured variable."""

@@ -20,9 +20,9 @@ probability reaches `top_p` (1.0: off); both together keep the smaller set. The 
 inverse-CDF lookup with a uniform number that depends only on (seed, row, position): the row's
 index within its request and the index of the character among those it generated. So a request's
 text does not depend on what else shares its batch, on how its generation is cut into chunks, or
-on which of Python, the SavedModel, the MLflow model or the HTTP service runs it. Batches of one
-row are computed as two (the copy is dropped): a one-row matmul takes a matrix-vector kernel
-whose rounding differs from the batched one.
+on which of Python, the SavedModel, the MLflow model or the HTTP service runs it: each row's
+products are computed by themselves (charrnn.nn.stepping), so its bits do not depend on the
+batch's size either.
 """
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ from charrnn.core import files
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import MAX_NUM_CHARS
 from charrnn.data.vocab import UNK_ID, Vocabulary
+from charrnn.nn import fastgru, stepping
 from charrnn.sampling.settings import SamplingSettings, check_prompts
 
 SIGNATURE_VERSION = 2
 KNOWN_VERSIONS = (1, 2)
 CHUNK = 1_000  # characters per graph call when generating in chunks (Ctrl-C and memory act in between)
-MIN_ROWS = 2  # see the module docstring
 
 
 class ExportError(CharrnnError):
@@ -109,7 +109,7 @@ def truncate(probs, top_k, top_p):
 def draw(probs, u):
     """The id whose cumulative probability first exceeds u * total, per row (inverse CDF)."""
     cdf = tf.cumsum(tf.cast(probs, tf.float64), axis=1)
-    picked = tf.reduce_sum(tf.cast(cdf <= (u * cdf[:, -1])[:, None], tf.int32), axis=1)
+    picked = tf.searchsorted(cdf, (u * cdf[:, -1])[:, None], side="right")[:, 0]  # how many are <= it
     picked = tf.minimum(picked, tf.shape(probs)[1] - 1)
     # u * total can round up to the total: then take the most likely character, never a zero one
     return tf.where(tf.gather(probs, picked, batch_dims=1) > 0, picked, tf.argmax(probs, axis=1, output_type=tf.int32))
@@ -130,13 +130,11 @@ def filtering(top_k, top_p):
 
 
 def step_fn(model, table=None):
-    """The one-character step: fastgru's when the model uses the fused GRU (the same function,
-    less work per character; `table` is its precomputed first-layer projection), else the Keras
-    cells' (`step`)."""
-    if model.use_fused(training=False):
-        from charrnn.nn import fastgru
-
-        return fastgru.step_fn(model, table)
+    """The one-character step: charrnn.nn.stepping's, each row by itself (`table`: a GRU's
+    precomputed first-layer projection); the Keras cells' (`step`) under a mixed-precision policy,
+    which only a GPU runs."""
+    if stepping.runs(model):
+        return stepping.step_fn(model, table)
     return lambda ids, states: step(model, ids, states)
 
 
@@ -195,12 +193,6 @@ def sample_ids(one_step, x, states, num_chars, temperature, top_k, top_p, seed, 
     return tf.cond(filtering(top_k, top_p), lambda: loop(True), lambda: loop(False))
 
 
-def _pad_rows(*tensors):
-    """Rows repeated up to MIN_ROWS (see the module docstring); the caller keeps the first B."""
-    pad = tf.maximum(MIN_ROWS - tf.shape(tensors[0])[0], 0)
-    return [tf.concat([t, tf.repeat(t[:1], pad, axis=0)], axis=0) for t in tensors]
-
-
 class Generator(tf.Module):
     """A CharRNN and its vocabulary, with the exportable graphs start, extend and generate."""
 
@@ -212,9 +204,7 @@ class Generator(tf.Module):
         object.__setattr__(self, "vocab", vocab)
         self.weights = [w.value for w in model.weights]  # the underlying tf.Variables
         self.table = None
-        if model.use_fused(training=False):
-            from charrnn.nn import fastgru
-
+        if stepping.needs_table(model):
             self.table = tf.Variable(fastgru.input_table(model), trainable=False, name="input_table")
         chars = tf.constant(vocab.chars, tf.string)
         self.char_to_id = tf.lookup.StaticHashTable(
@@ -242,24 +232,22 @@ class Generator(tf.Module):
         with tf.control_dependencies([
                 tf.debugging.assert_positive(tf.size(prompts), message="no prompts given"),
                 tf.debugging.assert_positive(lengths, message="every prompt needs at least one character")]):
-            prompt_ids, lengths = _pad_rows(ids.to_tensor(UNK_ID), lengths)
-        x, states = feed_prompts(self._one_step(), self.model.initial_states(tf.shape(lengths)[0]), prompt_ids, lengths)
-        return x[:rows], self._pack(states)[:rows]
+            prompt_ids = ids.to_tensor(UNK_ID)
+        x, states = feed_prompts(self._one_step(), self.model.initial_states(rows), prompt_ids, lengths)
+        return x, self._pack(states)
 
     def _extend(self, x, state, num_chars, temperature, top_k, top_p, seed, row, position):
-        rows = tf.shape(x)[0]
         with tf.control_dependencies([
                 tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0"),
                 tf.debugging.assert_positive(temperature, message="temperature must be > 0"),
                 tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0"),
                 tf.debugging.assert_positive(top_p, message="top_p must be > 0 and <= 1"),
                 tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be > 0 and <= 1")]):
-            x, state, temperature, top_k, top_p, seed, row, position = _pad_rows(
-                x, state, temperature, top_k, top_p, seed, row, position)
+            x = tf.identity(x)
         ids, x, states = sample_ids(self._one_step(), x, self._unpack(state), num_chars, temperature, top_k, top_p,
                                     seed, row, position)
-        text = tf.strings.reduce_join(tf.gather(self.id_to_char, ids[:rows]), axis=1)
-        return text, x[:rows], self._pack(states)[:rows]
+        text = tf.strings.reduce_join(tf.gather(self.id_to_char, ids), axis=1)
+        return text, x, self._pack(states)
 
     @tf.function(input_signature=[])
     def signature_version(self):
