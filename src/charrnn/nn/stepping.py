@@ -5,9 +5,9 @@ no product here is a matrix product over the batch. Under the CPU pin (charrnn.c
 sgemm sums the rows of a small or odd batch (fewer than 8 rows, 25, 49, ...) in another order
 than those of a full one, so a matrix product would give a row other bits alone than batched.
 `rowwise` is one matrix-vector product per row instead: Eigen's own compiled kernel, whose sums
-are the same for any number of rows, any CPU instruction set oneDNN is allowed and any thread
-count (bench/results/rowwise-2026-12-06.txt), and which for one row skips the packing of the
-weights that makes a small sgemm slow (about 5x faster at GRU 1024 for one prompt).
+are the same for any number of rows, any instruction set oneDNN is allowed and 1, 2 or 8 threads
+(bench/rowwise.py), and which for one row skips the packing of the weights that makes a small
+sgemm slow (one prompt at GRU 1024: about 4x the characters per second).
 
 The cells compute what Keras's compute (GRU with reset_after=True, LSTM; sigmoid/tanh), in
 float32: tests/test_generation.py checks them against the Keras layers.
