@@ -62,7 +62,6 @@ def https(tls, monkeypatch):
     from charrnn.data import corpus
 
     monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
-    monkeypatch.setattr(corpus, "TIMEOUT_S", 10)
     for name in (corpus.TOKEN_VARIABLE, "NETRC"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tls[0].parent))  # no ~/.netrc of the machine's
