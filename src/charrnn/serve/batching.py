@@ -19,7 +19,8 @@ worker
 So a short request arriving while long ones stream waits for the step in flight, then is served
 in a step or two of its own, and no request can hold the batch: with twelve requests of 64 rows,
 each advances a part of its rows in turn. A failure inside a step is retried request by
-request, so that only the request that causes it fails and the others go on. batching=False admits one request at a time, alone.
+request, so that only the request that causes it fails and the others go on. batching=False
+admits one request at a time, alone.
 """
 from __future__ import annotations
 
@@ -112,6 +113,11 @@ class Job:
             yield payload
 
 
+def rows_in_progress(jobs: list[Job]) -> int:
+    """Rows of these jobs with characters still to generate (a job not started yet has none)."""
+    return sum(int((job.rows.left > 0).sum()) for job in jobs if job.rows is not None)
+
+
 class Batcher:
     """The worker thread that owns the model (see the module docstring)."""
 
@@ -155,7 +161,7 @@ class Batcher:
     def stats(self) -> dict:
         """rows: rows of the requests in progress; batch_rows: those advanced in the last step."""
         active = list(self.active)
-        return {"rows": sum(int((j.rows.left > 0).sum()) for j in active if j.rows is not None),
+        return {"rows": rows_in_progress(active),
                 "batch_rows": self.last_rows, "active": len(active), "waiting": len(self.waiting), **self.counts,
                 "max_batch": self.max_batch, "chunk": self.chunk, "batching": self.batching}
 
@@ -242,12 +248,11 @@ class Batcher:
         job.send(kind, payload)
         self.counts[count] += 1
 
-    def _pick(self) -> list[tuple[Job, np.ndarray]]:
+    def _pick(self, crowded: bool) -> list[tuple[Job, np.ndarray]]:
         """(job, indices of its rows) to advance this step: least served first, each job at most
         its fair share of max_batch while others wait, then the rest of the batch filled in the
         same order (see the module docstring)."""
         order = sorted(self.active, key=lambda job: job.served_chars)  # stable: ties go by arrival
-        crowded = self._crowded()
         small = [job for job in order if job.served_chars == 0 or (crowded and self._finishes_alone(job))]
         if small and len(small) < len(order):
             order = small  # a batch of their own
@@ -264,9 +269,10 @@ class Batcher:
         return [(job, np.array(picked[id(job)], np.int64)) for job in order if picked[id(job)]]
 
     def _step(self) -> None:
-        picked = self._pick()
+        crowded = rows_in_progress(self.active) > self.max_batch  # some rows wait while others advance
+        picked = self._pick(crowded)
         chunk = self.chunk
-        if self._crowded():
+        if crowded:
             chunk = min(chunk, max(1, self._step_budget() // sum(len(idx) for _, idx in picked)))
         n = int(min(chunk, *(job.rows.left[idx].min() for job, idx in picked)))
         try:
@@ -297,10 +303,6 @@ class Batcher:
             elif id(job) in texts or all(j is not job for j, _ in picked):
                 still.append(job)  # a job whose step failed has been ended
         self.active = still
-
-    def _crowded(self) -> bool:
-        """More rows in progress than a batch holds: some wait while others advance."""
-        return sum(int((job.rows.left > 0).sum()) for job in self.active) > self.max_batch
 
     def _step_budget(self) -> int:
         """Row-characters of one step while crowded: a full batch advancing an eighth of the chunk
