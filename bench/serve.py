@@ -149,8 +149,10 @@ def main():
     a = ap.parse_args()
     if a.only == "fairness":
         return fairness_only(a)
+    from charrnn.sampling import generation
     from charrnn.serve import batching, server
 
+    generation.configure_threads()  # the library's side generates as `charrnn generate` does
     command = ".venv/bin/python bench/serve.py " + shlex.join(sys.argv[1:])
     load_before = common.load()
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,8 +9,9 @@ from charrnn.core.stage import run_stage
 
 def main() -> None:
     params = Params.load(paths.PARAMS)
-    from charrnn.nn import evaluation, network
+    from charrnn.nn import evaluation, network, pools
 
+    pools.fix(params.train.threads)  # as training's: a product's sums depend on them
     model, vocab = network.load(paths.MODEL)
     result = evaluation.evaluate_corpus(model, vocab, paths.CORPUS, params.data.val_fraction,
                                         params.evaluate.batch_size, params.seq_length)

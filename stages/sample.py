@@ -17,6 +17,7 @@ def main() -> None:
     from charrnn.nn import network
     from charrnn.sampling import generation, novelty
 
+    generation.configure_threads(params.train.threads)
     model, vocab = network.load(paths.MODEL)
     split = Split.of(paths.CORPUS, params.data.val_fraction)
     prompts = s.prompts or split.prompts()

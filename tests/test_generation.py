@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -262,6 +263,31 @@ def test_export_is_byte_identical_across_processes(tmp_path):
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
     assert files.sha256_tree(tmp_path / "a") == files.sha256_tree(tmp_path / "b")
+
+
+THREADED = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    from charrnn.nn.network import load
+    from charrnn.sampling.generation import Generator, configure_threads
+    from charrnn.sampling.settings import SamplingSettings
+    model_dir, configure = sys.argv[1], sys.argv[2] == "1"
+    if configure:
+        configure_threads(0)  # 0: intra-op threads for all cores, as TensorFlow's default
+    generator = Generator(*load(model_dir))
+    texts = generator.generate_text(["ab", "ba", "a"], SamplingSettings(60, 0.8, 0, 1.0, 3))
+    configure_threads()  # after ops ran: leaves the pools as they are, no error
+    print(json.dumps([tf.config.threading.get_inter_op_parallelism_threads(),
+                      tf.config.threading.get_intra_op_parallelism_threads(), texts]))
+""")
+
+
+def test_a_generating_process_runs_one_inter_op_thread_and_the_same_bits(tmp_path):
+    save(tiny_model(layers=2), VOCAB, tmp_path / "model")
+    configured, default = (json.loads(run_python(THREADED, str(tmp_path / "model"), flag).splitlines()[-1])
+                           for flag in ("1", "0"))
+    assert configured[:2] == [1, os.cpu_count()] and default[:2] == [0, 0]  # 0: TensorFlow's default
+    assert configured[2] == default[2]
 
 
 @pytest.mark.parametrize("prompts,match", [

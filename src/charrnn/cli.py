@@ -43,6 +43,9 @@ def cmd_generate(args) -> None:
         raise UsageError(f"--max-chars must be at least 1, got {args.max_chars}")
     settings = SamplingSettings.parse({name: getattr(args, name) for name in SamplingSettings.names()},
                                       max_chars=args.max_chars)
+    from charrnn.sampling.generation import configure_threads  # TensorFlow loads here
+
+    configure_threads()
     engine, vocab = _engine(args.model)
     for warning in check_prompts(vocab, args.prompt):
         print(f"warning: {warning}", file=sys.stderr)

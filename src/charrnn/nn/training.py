@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from charrnn.core.errors import CharrnnError
 from charrnn.core.params import TrainParams
 from charrnn.data import reader
 from charrnn.data.vocab import Vocabulary
-from charrnn.nn import checkpoint, distribute, network, recipe
+from charrnn.nn import checkpoint, distribute, network, pools, recipe
 from charrnn.nn.history import LOSSES, THROUGHPUT
 from charrnn.nn.modeldir import ModelConfig
 
@@ -34,14 +33,7 @@ class TrainingError(CharrnnError, RuntimeError):
 
 def configure(seed: int, threads: int = 0) -> None:
     """Seeds, deterministic ops and fixed thread pools; call before TensorFlow runs any op."""
-    n = threads or os.cpu_count() or 1
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-    except RuntimeError:
-        # TensorFlow already ran an op in this process (tests, notebooks): its pools are fixed
-        # for the process already; stages call configure() first, so this never happens there.
-        pass
+    pools.fix(threads)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 

@@ -39,7 +39,7 @@ from charrnn.core import files
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import MAX_NUM_CHARS
 from charrnn.data.vocab import UNK_ID, Vocabulary
-from charrnn.nn import fastgru, stepping
+from charrnn.nn import fastgru, pools, stepping
 from charrnn.sampling.settings import SamplingSettings, check_prompts
 
 SIGNATURE_VERSION = 2
@@ -49,6 +49,15 @@ CHUNK = 1_000  # characters per graph call when generating in chunks (Ctrl-C and
 
 class ExportError(CharrnnError):
     """An exported generator this version of charrnn cannot run."""
+
+
+def configure_threads(threads: int = 0) -> None:
+    """TensorFlow's thread pools for a process that generates, before it runs any op
+    (charrnn.nn.pools): `threads` intra-op threads (0: all cores; the sample stage passes
+    `train.threads`) and one inter-op thread. A step is a chain of small ops, and with more
+    inter-op threads each op hops to another one (one prompt at GRU 1024: about 10-20% more
+    characters per second, BENCHMARKS.md 2026-12-07)."""
+    pools.fix(threads, inter_op=1)
 
 
 # --- sampling ----------------------------------------------------------------------------------

@@ -112,9 +112,11 @@ def cmd_serve(args) -> None:
         raise ServeError("--host must name an address, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every "
                          "interface); an empty host is not one")
     options = options_of(args)
+    from charrnn.sampling.generation import configure_threads
     from charrnn.serve.app import create_app
     from charrnn.serve.served import load
 
+    configure_threads()
     sock = listening_socket(args.host, args.port)
     if options.api_key is None and args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}, reachable from other machines, without an API key: anyone who "

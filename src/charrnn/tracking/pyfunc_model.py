@@ -19,12 +19,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from charrnn.data.vocab import Vocabulary
-from charrnn.sampling.generation import Engine
+from charrnn.sampling.generation import Engine, configure_threads
 from charrnn.sampling.settings import SamplingSettings, SettingsError, check_prompts
 
 
 class CharRNNGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
+        configure_threads()
         self.engine = Engine.load(context.artifacts["generator"])
         self.vocab = Vocabulary.load(context.artifacts["vocab"])
         self.defaults = SamplingSettings.parse(dict(context.model_config or {}))
