@@ -300,10 +300,10 @@ def decode_into(raw: Path, encoding: str, out, name: str | None, chunk: int = 8 
                 pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
                 raise _decode_error(offset - pending + e.start, encoding, e.reason, name) from None
             offset += len(block)
-            if first:
+            if first and text:  # the first characters (a block can end inside the first one)
                 text, first = text.removeprefix("\ufeff"), False
             held = "\r" if block and text.endswith("\r") else ""
-            text = normalize(text[:-1] if held else text)
+            text = unify_newlines(text[:-1] if held else text)
             seen_text = seen_text or bool(text.strip())
             chars += len(text)
             size += out.write(text)
@@ -535,7 +535,11 @@ def _decode_error(offset: int, encoding: str, reason: str, name: str | None = No
 
 def normalize(text: str) -> str:
     """Drop a leading BOM; turn \\r\\n and lone \\r into \\n."""
-    text = text.removeprefix("\ufeff")
+    return unify_newlines(text.removeprefix("\ufeff"))
+
+
+def unify_newlines(text: str) -> str:
+    """\\r\\n and lone \\r as \\n (a U+FEFF past the start is text: a zero-width no-break space)."""
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
