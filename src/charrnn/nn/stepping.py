@@ -88,4 +88,4 @@ def logits(model, x):
     """The output layer on x [B, U], row by row."""
     if not model.adaptive:
         return dense(model.dense, x)
-    return model.head.log_probs(x, lambda layer, v: dense(layer, v))
+    return model.head.log_probs(x, dense)
