@@ -68,7 +68,8 @@ def main():
         return
     print(f"## one prompt, inter-op threads: {common.now()}\n\n- machine: {common.machine()}\n"
           f"- command: `.venv/bin/python bench/inter_op.py {' '.join(sys.argv[1:])}`\n")
-    print("| process | inter-op threads | reference chars/s (median) | charrnn chars/s (median) | charrnn / reference per round: 25% / median / 75% | load after |")
+    print("| process | inter-op threads | reference chars/s (median) | charrnn chars/s (median) "
+          "| charrnn / reference per round: 25% / median / 75% | load after |")
     print("|---|---|---|---|---|---|")
     for i in range(a.pairs):
         for setting in ("cores", "one"):

@@ -194,7 +194,9 @@ class Stack:
         argv = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", self.backend_uri,
                 "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", "1"]
-        env = {**self.client_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        tmp = self.root / "mlflow-tmp"  # MLflow leaves a lock file per database URL in its TMPDIR
+        tmp.mkdir(exist_ok=True)
+        env = {**self.client_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "TMPDIR": str(tmp)}
         self.state["mlflow"] = {"argv": argv, "port": port, "env": env}
 
     def _make_bucket(self) -> None:

@@ -40,6 +40,7 @@ class Server:
             [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "TMPDIR": str(store.parent)},  # MLflow leaves a lock file per database URL there
         )
 
     def wait_ready(self, timeout: float = 120) -> None:

@@ -74,7 +74,9 @@ def server(project):
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
          f"sqlite:///{project}/mlruns/mlflow.db", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+             "TMPDIR": str(project / "mlruns")},  # MLflow leaves a lock file per database URL there
+        stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
