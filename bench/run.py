@@ -19,8 +19,8 @@ from pathlib import Path
 import common  # first: quiets TensorFlow before anything imports it
 import numpy as np
 
-TRAINING_POOLS = ("both sides under training's thread pools (this run also trains); generating processes run "
-                  "one inter-op thread: `--only generate` measures that")
+TRAINING_POOLS = ("both sides under training's thread pools (this run also times training or evaluation); "
+                  "generating processes run one inter-op thread: `--only generate` measures that")
 CONFIGS = {"tutorial": dict(embedding_dim=256, units=1024), "small": dict(embedding_dim=256, units=256)}
 SEQ, BATCH = 100, 64
 
@@ -208,7 +208,8 @@ def main(argv=None) -> None:
     from charrnn.sampling import generation
 
     training.configure(seed=42, threads=0)  # the pipeline's thread settings, for both sides
-    if "train" not in only:  # then this process only generates (its model trains to have weights)
+    generating_only = not only & {"train", "evaluate"}  # its model trains only to have weights
+    if generating_only:
         generation.configure_threads()  # as `charrnn generate`, `charrnn serve` and the sample stage do
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as work:
         for name in configs:
@@ -219,7 +220,7 @@ def main(argv=None) -> None:
                 rows += train_rows if "train" in only else []
             if "generate" in only:
                 rows += bench_generation(name, text, model, vocab, num_chars, gen_rounds,
-                                         "" if "train" not in only else TRAINING_POOLS)
+                                         "" if generating_only else TRAINING_POOLS)
             if "evaluate" in only:
                 rows += bench_evaluation(name, text, model, vocab, train_cps, 3)
     print(f"\n## {'bench --quick' if args.quick else 'bench'}: {started}\n")
