@@ -104,7 +104,7 @@ def check_sides(ours, ours_saved, ref, prompts, num_chars):
         raise AssertionError(f"the tutorial's loop gave texts of lengths {[len(t) for t in theirs]}")
 
 
-def bench_generation(name, text, model, vocab, num_chars, rounds, pools_note):
+def bench_generation(name, text, model, vocab, num_chars, rounds, pools_note=""):
     import reference
     import tensorflow as tf
 
