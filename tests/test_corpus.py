@@ -434,7 +434,7 @@ def test_streamed_decoding_equals_whole_decoding_at_any_chunk_size(tmp_path, chu
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5])
 def test_streamed_decoding_keeps_a_bom_character_past_the_start_wherever_a_chunk_begins(tmp_path, chunk):
     raw = tmp_path / "raw.txt"
-    raw.write_bytes("\ufeffab\ufeffcd\ufeff".encode("utf-8"))  # a chunk of 1, 2, 3 or 5 bytes starts at each
+    raw.write_bytes("\ufeffab\ufeffcd\ufeff".encode("utf-8"))  # the block that completes a U+FEFF starts with it
     corpus.stream_decode(raw, "utf-8", tmp_path / "out.txt", "raw.txt", chunk=chunk)
     assert (tmp_path / "out.txt").read_text(encoding="utf-8") == "ab\ufeffcd\ufeff"
 
