@@ -41,11 +41,12 @@ def cmd_generate(args) -> None:
 
     if args.max_chars < 1:
         raise UsageError(f"--max-chars must be at least 1, got {args.max_chars}")
+    check("--threads", "train.threads", args.threads)
     settings = SamplingSettings.parse({name: getattr(args, name) for name in SamplingSettings.names()},
                                       max_chars=args.max_chars)
     from charrnn.sampling.generation import configure_threads  # TensorFlow loads here
 
-    configure_threads()
+    configure_threads(args.threads)
     engine, vocab = _engine(args.model)
     for warning in check_prompts(vocab, args.prompt):
         print(f"warning: {warning}", file=sys.stderr)
@@ -95,8 +96,11 @@ def cmd_evaluate(args) -> None:
     check("--seq-length", "seq_length", args.seq_length)
     check("--batch-size", "evaluate.batch_size", args.batch_size)
     check("--encoding", "data.encoding", args.encoding)
+    check("--threads", "train.threads", args.threads)
     from charrnn.data import corpus
-    from charrnn.nn import evaluation, network
+    from charrnn.nn import evaluation, network, pools
+
+    pools.fix(args.threads)  # as the evaluate_perplexity stage: a product's sums depend on them
 
     text = corpus.normalize(corpus.decode(Path(args.text).read_bytes(), args.encoding))
     model, vocab = network.load(args.model)
@@ -220,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text; default: %(default)s)")
     g.add_argument("--max-chars", type=int, default=MAX_NUM_CHARS,
                    help="refuse --num-chars above this (default: %(default)s); raise it for longer texts")
+    add_threads(g)
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="loss, perplexity and bits per character of a model on a text file")
@@ -228,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--encoding", default="utf-8")
     e.add_argument("--seq-length", type=int, default=Params().seq_length)
     e.add_argument("--batch-size", type=int, default=Params().evaluate.batch_size, help="parallel streams over the text")
+    add_threads(e)
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="a model's architecture and vocabulary size")
@@ -253,6 +259,11 @@ def parser() -> argparse.ArgumentParser:
 
     server.add_parser(sub)
     return p
+
+
+def add_threads(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--threads", type=int, default=Params().train.threads,
+                         help="TensorFlow threads (0: all cores); the pipeline's train.threads gives its exact bits")
 
 
 def main(argv: list[str] | None = None) -> None:
