@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from charrnn.core import files
 from charrnn.data.vocab import UNK, UNK_ID, Vocabulary
+from charrnn.nn import stepping
 from charrnn.nn.network import save
 from charrnn.sampling.generation import (
     KNOWN_VERSIONS,
@@ -25,6 +26,7 @@ from charrnn.sampling.generation import (
     sample,
     truncate,
     uniforms,
+    unk_mask,
 )
 from charrnn.sampling.settings import SamplingSettings, SettingsError, check_prompts
 from tests.kit import CJK_CHARS, CJK_VOCAB, PROMPTS, VOCAB, adaptive_model, settings, tiny_model
@@ -85,15 +87,18 @@ def test_a_request_gets_the_same_text_alone_or_in_any_batch(cell):
         assert "ROMEO:" + text[0].numpy().decode() == alone, size
 
 
-@pytest.mark.parametrize("cell,softmax", [("gru", "dense"), ("lstm", "dense"), ("gru", "adaptive")])
-def test_a_rows_state_has_the_same_bits_alone_or_in_any_batch(cell, softmax):
+@pytest.mark.parametrize("cell,softmax,units", [("gru", "dense", 256), ("lstm", "dense", 256), ("gru", "adaptive", 256),
+                                                ("gru", "dense", 300), ("lstm", "dense", 100), ("gru", "adaptive", 60)])
+def test_a_rows_state_has_the_same_bits_alone_or_in_any_batch(cell, softmax, units):
     """Stricter than the texts above: the state after a row's characters, bit for bit, at the batch
-    sizes where a matrix product's sums would differ under the CPU pin (below 8 rows; 25, 49)."""
+    sizes where a matrix product's sums would differ under the CPU pin (below 8 rows; 25, 49), and
+    with widths that are no multiple of a vector (300, 100, 60 units; 15 characters), where a
+    sigmoid's last elements would go through Eigen's scalar code at some batch sizes only."""
     if softmax == "adaptive":
-        model = adaptive_model(units=256, layers=2)
+        model = adaptive_model(units=units, layers=2)
         vocab = CJK_VOCAB
     else:
-        model, vocab = tiny_model(cell=cell, units=256, layers=2, embedding_dim=32), VOCAB
+        model, vocab = tiny_model(cell=cell, units=units, layers=2, embedding_dim=32), VOCAB
     generator = Generator(model, vocab)
     rng = np.random.default_rng(1)
     prompts = ["".join(rng.choice(list(vocab.chars[:20]), rng.integers(1, 12))) for _ in range(64)]
@@ -113,6 +118,20 @@ def test_a_rows_state_has_the_same_bits_alone_or_in_any_batch(cell, softmax):
         assert np.array_equal(alone_state.numpy(), state[:rows]), rows  # the prompts' states too
         text, out = extended(rows)
         assert np.array_equal(out, state_all[:rows]) and list(text) == list(text_all[:rows]), rows
+
+
+@pytest.mark.parametrize("width", [15, 65, 300, 5000])
+def test_a_rows_probabilities_have_the_same_bits_in_any_batch(width):
+    """The sampler's softmax (and the adaptive head's log-softmax) row by row: TensorFlow's own
+    differ in the last bits for some rows at some batch sizes under the CPU pin."""
+    logits = tf.constant(np.random.default_rng(width).normal(size=(64, width)).astype(np.float32) * 3)
+    temperature = tf.fill([64], 0.7)
+    full, full_log = probabilities(logits, temperature).numpy(), stepping.log_softmax(logits).numpy()
+    for rows in range(1, 64):
+        assert np.array_equal(probabilities(logits[:rows], temperature[:rows]).numpy(), full[:rows]), rows
+        assert np.array_equal(stepping.log_softmax(logits[:rows]).numpy(), full_log[:rows]), rows
+    assert np.allclose(full, tf.nn.softmax(logits / 0.7 + unk_mask(width)), atol=1e-6)
+    assert np.allclose(full_log, tf.nn.log_softmax(logits), atol=1e-5)
 
 
 def test_unk_is_never_generated_even_when_the_model_prefers_it():

@@ -54,14 +54,14 @@ class AdaptiveSoftmax(keras.layers.Layer):
     def call(self, x):
         return self.log_probs(x, lambda layer, v: layer(v))
 
-    def log_probs(self, x, apply):
+    def log_probs(self, x, apply, log_softmax=tf.nn.log_softmax):
         """call()'s log-probabilities, each Dense layer run as apply(layer, input) (the generator
-        runs them row by row: charrnn.nn.stepping)."""
-        head = tf.nn.log_softmax(apply(self.head, x))
+        runs them, and log_softmax, row by row: charrnn.nn.stepping)."""
+        head = log_softmax(apply(self.head, x))
         parts = [head[..., :self.head_size]]
         for i, (projection, tail) in enumerate(zip(self.projections, self.tails)):
             cluster = head[..., self.head_size + i, None]
-            parts.append(cluster + tf.nn.log_softmax(apply(tail, apply(projection, x))))
+            parts.append(cluster + log_softmax(apply(tail, apply(projection, x))))
         return tf.gather(tf.concat(parts, axis=-1), self.position, axis=-1)
 
     def nll(self, x, targets):

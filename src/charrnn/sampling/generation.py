@@ -100,7 +100,7 @@ def tempered(logits, unk, temperature):
     """`probabilities` with its loop invariants given: the [UNK] mask and temperature [B, 1]."""
     masked = logits + unk
     # Shift by the max first: at a tiny temperature, logits / temperature would overflow.
-    return tf.nn.softmax((masked - tf.reduce_max(masked, axis=1, keepdims=True)) / temperature)
+    return stepping.softmax((masked - tf.reduce_max(masked, axis=1, keepdims=True)) / temperature)
 
 
 def truncate(probs, top_k, top_p):
