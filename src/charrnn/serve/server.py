@@ -38,11 +38,15 @@ from charrnn.serve.options import ServeError, ServeOptions
 LISTENING = "charrnn serve: listening on "
 PEER_CHECK_S = 0.2  # after a client's FIN: how often to look whether its socket answered with a reset
 TCP_CLOSE = 7  # tcpi_state of a connection the peer reset (linux/tcp_states.h)
-# Descriptors: asyncio accepts up to `backlog` pending connections in one go before any of them is
-# refused, and each refused one lingers a moment to read its 503; with a small accept batch and a
-# bounded number lingering, the connections never take the process to its descriptor limit.
+# Descriptors: asyncio accepts up to `backlog` pending connections each turn of its loop; a
+# connection's protocol sees it two turns later, and a refused one is closed a turn after that, so
+# in a flood up to ACCEPTS_IN_FLIGHT descriptors are open beyond the cap (a CI run under load saw
+# one batch's allowance overrun). Each refused one lingers a moment to read its 503; with a small
+# accept batch and a bounded number lingering, the connections never take the process to its
+# descriptor limit.
 RESERVED_FDS = 64  # kept free beyond those open at start: files read later, logs, the loop's own
 ACCEPT_BATCH = 32  # uvicorn's backlog: the listen queue, and the most connections asyncio accepts at once
+ACCEPTS_IN_FLIGHT = 4 * ACCEPT_BATCH  # accepted, not yet refused or not yet closed
 MAX_LINGERING = 16  # refused connections given REFUSED_LINGER_S to read their answer; past that, closed at once
 REFUSED_LINGER_S = 1.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -153,7 +157,7 @@ def connection_cap(options: ServeOptions) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return options.max_connections
-    spare = soft - open_descriptors() - RESERVED_FDS - ACCEPT_BATCH - MAX_LINGERING
+    spare = soft - open_descriptors() - RESERVED_FDS - ACCEPTS_IN_FLIGHT - MAX_LINGERING
     return max(1, min(options.max_connections, spare))
 
 
