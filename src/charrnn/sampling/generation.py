@@ -55,7 +55,7 @@ def configure_threads(threads: int = 0) -> None:
     """TensorFlow's thread pools for a process that generates, before it runs any op
     (charrnn.nn.pools): `threads` intra-op threads (0: all cores; the sample stage passes
     `train.threads`) and one inter-op thread. A step is a chain of small ops, and with more
-    inter-op threads each op hops to another one (one prompt at GRU 1024: about 10-20% more
+    inter-op threads each op hops to another one (one prompt at GRU 1024: 12-21% more
     characters per second, BENCHMARKS.md 2026-12-07)."""
     pools.fix(threads, inter_op=1)
 
