@@ -122,14 +122,23 @@ def test_a_rows_state_has_the_same_bits_alone_or_in_any_batch(cell, softmax, uni
 
 @pytest.mark.parametrize("width", [15, 65, 300, 5000])
 def test_a_rows_probabilities_have_the_same_bits_in_any_batch(width):
-    """The sampler's softmax (and the adaptive head's log-softmax) row by row: TensorFlow's own
-    differ in the last bits for some rows at some batch sizes under the CPU pin."""
+    """The sampler row by row: its softmax (and the adaptive head's log-softmax; TensorFlow's own
+    differ in the last bits for some rows at some batch sizes under the CPU pin), the top-k and
+    nucleus cut and the draw."""
     logits = tf.constant(np.random.default_rng(width).normal(size=(64, width)).astype(np.float32) * 3)
     temperature = tf.fill([64], 0.7)
+    top_k, top_p = tf.fill([64], 10), tf.fill([64], 0.9)
+    u = uniforms(tf.fill([64], tf.constant(5, tf.int64)), tf.range(64, dtype=tf.int64), tf.zeros([64], tf.int64))
     full, full_log = probabilities(logits, temperature).numpy(), stepping.log_softmax(logits).numpy()
+    full_cut = truncate(full, top_k, top_p).numpy()
+    full_ids = draw(full_cut, u).numpy()
     for rows in range(1, 64):
-        assert np.array_equal(probabilities(logits[:rows], temperature[:rows]).numpy(), full[:rows]), rows
+        probs = probabilities(logits[:rows], temperature[:rows])
+        assert np.array_equal(probs.numpy(), full[:rows]), rows
         assert np.array_equal(stepping.log_softmax(logits[:rows]).numpy(), full_log[:rows]), rows
+        cut = truncate(probs, top_k[:rows], top_p[:rows])
+        assert np.array_equal(cut.numpy(), full_cut[:rows]), rows
+        assert np.array_equal(draw(cut, u[:rows]).numpy(), full_ids[:rows]), rows
     assert np.allclose(full, tf.nn.softmax(logits / 0.7 + unk_mask(width)), atol=1e-6)
     assert np.allclose(full_log, tf.nn.log_softmax(logits), atol=1e-5)
 
