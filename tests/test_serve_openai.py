@@ -79,6 +79,18 @@ def test_temperature_0_is_greedy_and_defaults_apply(spawned, client, model_id):
     assert greedy[0] == greedy[1] and len(greedy[0]) == 16  # OpenAI's default max_tokens
 
 
+def test_a_null_is_the_fields_default_as_openais_api_defines_them(spawned, client, model_id):
+    """Some clients send every field, null where they have no value (OpenAI's fields are nullable)."""
+    nulls = {name: None for name in ("max_tokens", "temperature", "top_p", "seed", "n", "stream",
+                                     "stream_options", "stop", "user")}
+    r = httpx.post(spawned.url + "/v1/completions", json={"model": model_id, "prompt": "ROMEO:", **nulls},
+                   headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [c["text"] for c in r.json()["choices"]] == [client.completions.create(model=model_id, prompt="ROMEO:")
+                                                        .choices[0].text]
+    assert len(r.json()["choices"][0]["text"]) == 16
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_stop_cuts_the_text_before_the_first_stop_string(spawned, client, model_id, stream):
     whole = generate(spawned, ["ROMEO:"], num_chars=200, seed=4)[0]

@@ -10,7 +10,8 @@ Fields of POST /v1/completions
   strings), max_tokens (characters; default 16, as OpenAI's), temperature (0 is greedy: the lowest
   temperature charrnn allows), top_p, seed (default: the model's), n, stream (server-sent events,
   then `data: [DONE]`), stream_options.include_usage, stop (up to 4 strings: the text is cut
-  before the first, finish_reason "stop");
+  before the first, finish_reason "stop"); a null is the field's default, as OpenAI's fields are
+  nullable;
 - ignored: user, and the neutral values of the fields below (echo false, logprobs null, suffix
   null or "", best_of equal to n, logit_bias {}, presence_penalty and frequency_penalty 0);
 - refused (400, naming the field): echo true, logprobs, suffix, best_of other than n, logit_bias,
@@ -145,10 +146,8 @@ def read(body: dict, model, served_id: str, defaults: SamplingSettings,
     if not prompts or len(prompts) * request.n > limits.max_prompts:
         raise OpenAIError(400, f"give 1 to {limits.max_prompts} choices per request (prompts x n), got "
                                f"{len(prompts) * request.n}", param="n" if prompts else "prompt")
-    temperature = request.temperature if request.temperature is not None else defaults.temperature
-    values = {"num_chars": request.max_tokens, "temperature": max(temperature, TEMPERATURE_RANGE[0]),  # 0: greedy
-              "top_p": request.top_p if request.top_p is not None else defaults.top_p,
-              "seed": request.seed if request.seed is not None else defaults.seed}
+    values = {"num_chars": request.max_tokens, "temperature": max(request.temperature, TEMPERATURE_RANGE[0]),  # 0: greedy
+              "top_p": request.top_p, "seed": request.seed}
     return prompts, SamplingSettings.parse(values, defaults, limits.max_chars), request.n, _stop(request.stop)
 
 

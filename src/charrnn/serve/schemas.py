@@ -98,7 +98,8 @@ class Health(BaseModel):
 
 def completion_request_model(defaults: SamplingSettings, limits: Limits) -> type[BaseModel]:
     """POST /v1/completions as OpenAI's API defines it, a token being a character. The fields it
-    lists as refused (charrnn.serve.openai) are taken as anything here and refused there, by name."""
+    lists as refused (charrnn.serve.openai) are taken as anything here and refused there, by name.
+    OpenAI's fields are nullable: a null is the field's default, as if it were left out."""
     from typing import Any
 
     prompt_text = Field(min_length=1, max_length=limits.max_prompt_chars)
@@ -111,19 +112,30 @@ def completion_request_model(defaults: SamplingSettings, limits: Limits) -> type
         model=(str | None, Field(None, description="the served model's id (GET /v1/models)")),
         prompt=(str | list[_text(prompt_text)],
                 Field(description="a prompt, or a list of prompts (each gets `n` choices)")),
-        max_tokens=(int, Field(16, ge=1, le=limits.max_chars,
-                               description="characters to generate (a token is a character; 16 as OpenAI's default)")),
-        temperature=(float | None, Field(defaults.temperature, ge=0, le=temperature.hi,
-                                         description="0 is greedy (the lowest temperature charrnn allows)")),
-        top_p=(float | None, Field(defaults.top_p, **_range("top_p"))),
-        seed=(int | None, Field(defaults.seed, **_range("seed"), description=SETTING_DOCS["seed"])),
-        n=(int, Field(1, ge=1, le=limits.max_prompts, description="choices per prompt")),
-        stream=(bool, Field(False, description="server-sent events, then `data: [DONE]`")),
+        max_tokens=_nullable(int, 16, ge=1, le=limits.max_chars,
+                             description="characters to generate (a token is a character; 16 as OpenAI's default)"),
+        temperature=_nullable(float, defaults.temperature, ge=0, le=temperature.hi,
+                              description="0 is greedy (the lowest temperature charrnn allows)"),
+        top_p=_nullable(float, defaults.top_p, **_range("top_p")),
+        seed=_nullable(int, defaults.seed, **_range("seed"), description=SETTING_DOCS["seed"]),
+        n=_nullable(int, 1, ge=1, le=limits.max_prompts, description="choices per prompt"),
+        stream=_nullable(bool, False, description="server-sent events, then `data: [DONE]`"),
         stream_options=(dict | None, Field(None, description='{"include_usage": true}: a last chunk with usage')),
         stop=(str | list[str] | None, Field(None, description="up to 4 strings: the text is cut before the first")),
         user=(str | None, Field(None, description="ignored")),
         **refused,
     )
+
+
+def _nullable(kind: type, default, **field) -> tuple:
+    """A field that takes `default` when it is left out or null; its range holds for a value."""
+    from typing import Annotated
+
+    from pydantic import AfterValidator
+
+    value = Annotated[kind, Field(**{k: v for k, v in field.items() if k != "description"})]
+    return (Annotated[value | None, AfterValidator(lambda v: default if v is None else v)],
+            Field(default, description=field.get("description")))
 
 
 class CompletionChoice(BaseModel):
