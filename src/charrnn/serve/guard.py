@@ -66,11 +66,19 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 
 def _hostname(host: str) -> str:
-    """The host part of a Host header: 'localhost:8000' -> 'localhost', '[::1]:80' -> '::1'."""
+    """The host part of a Host header: 'localhost:8000' -> 'localhost', '[::1]:80' -> '::1';
+    '' when the header is not host[:port] (a port of other than digits, text after ']')."""
     host = host.strip()
     if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else ""
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        name, bracket, rest = host[1:].partition("]")
+    elif host.count(":") == 1:
+        name, rest = host.split(":")
+        rest = ":" + rest
+    else:
+        name, rest = host, ""
+    if rest and not (rest[:1] == ":" and rest[1:].isascii() and rest[1:].isdigit() and len(rest) <= 6):
+        return ""
+    return name
 
 
 def origin_allowed(origin: str, host: str, scheme: str, allowed: tuple[str, ...]) -> bool:
