@@ -268,6 +268,26 @@ def test_pipelined_requests_are_answered_in_order(open_server):
     assert answer.index(b'"status":"ok"') < answer.index(b'"texts"') < answer.index(b'"requests_served"')
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/v1/model", "/", "/favicon.ico", "/v1/models"])
+def test_head_is_get_without_the_body(open_server, path):
+    """Pipelined after a HEAD, the GET's answer comes whole: the HEAD's sent no body bytes."""
+    request = f"{{}} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{{}}\r\n"
+    answer = exchange(port_of(open_server), (request.format("HEAD", "") +
+                                             request.format("GET", "Connection: close\r\n")).encode())
+    head, get = answer.split(b"HTTP/1.1 ", 2)[1:]
+    assert head.startswith(b"200 ") and get.startswith(b"200 ")
+    head_fields, after_head = head.split(b"\r\n\r\n", 1)
+    get_fields, body = get.split(b"\r\n\r\n", 1)
+    assert after_head == b""
+    assert fields(head_fields) == fields(get_fields)
+    assert f"content-length: {len(body)}".encode() in get_fields.lower()
+
+
+def fields(head: bytes) -> list[bytes]:
+    """An answer's status line and header fields, but those of the moment and the connection."""
+    return sorted(f for f in head.lower().split(b"\r\n") if not f.startswith((b"date:", b"connection:")))
+
+
 def test_connections_past_the_cap_get_a_503_and_the_server_goes_on(open_server):
     port = port_of(open_server)
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(24)]

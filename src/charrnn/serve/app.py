@@ -14,6 +14,7 @@ Endpoints (request and response bodies: charrnn.serve.schemas; /openapi.json des
                        and stream. Answer: {"texts": [prompt + generated text, ...], "model",
                        the settings used, "warnings": [characters read as [UNK], ...]}
 - POST /v1/completions, GET /v1/models: the OpenAI-compatible API (charrnn.serve.openai)
+Every GET answers HEAD too: the same status and headers, no body.
 
 Streaming. With "stream": true the answer is text/event-stream: events {"index": i, "text": ...},
 the first of each prompt being the prompt itself, so that joining the texts of index i gives
@@ -166,11 +167,25 @@ def create_app(served: Served, options: ServeOptions = ServeOptions()):
 
     app.include_router(openai.router(served, defaults, limits, options, batcher))
     # the last added runs first: metrics see every answer, the guard refuses before CORS answers
+    app.add_middleware(HeadAsGet)
     app.add_middleware(CORSMiddleware, allow_origins=list(options.allowed_origins), allow_methods=["GET", "POST"],
                        allow_headers=["Content-Type", "Authorization"], max_age=600)
     app.add_middleware(guard.Guard, policy=policy)
     app.add_middleware(Observed, metrics=metrics)
     return app
+
+
+class HeadAsGet:
+    """HEAD is GET without the body (RFC 9110, 9.3.2). The routes see GET; the HTTP protocol still
+    holds the request's own scope, with HEAD, and so sends the headers alone."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
 
 
 def setting_ranges(max_chars: int) -> dict:
