@@ -150,7 +150,8 @@ def main():
     if a.only == "fairness":
         return fairness_only(a)
     from charrnn.sampling import generation
-    from charrnn.serve import batching, server
+    from charrnn.serve import server
+    from charrnn.serve.options import MAX_BATCH
 
     generation.configure_threads()  # the library's side generates as `charrnn generate` does
     command = ".venv/bin/python bench/serve.py " + shlex.join(sys.argv[1:])
@@ -158,7 +159,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(a.model) if a.model else default_model(Path(tmp))
         reference_s, reference_text = library_seconds(model_dir, a.chars, repeats=a.lone)
-        options = ["--max-batch", str(min(a.clients, batching.MAX_BATCH))] + (["--chunk", str(a.chunk)] if a.chunk else [])
+        options = ["--max-batch", str(min(a.clients, MAX_BATCH))] + (["--chunk", str(a.chunk)] if a.chunk else [])
         with server.spawn(model_dir, *options, log_path=Path(tmp) / "batching.log") as spawned:
             lone_s, lone_text = lone(spawned.url, a.chars, a.lone)
             batched, batched_texts = concurrent(spawned.url, a.clients, a.chars, a.rounds)

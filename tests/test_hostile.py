@@ -541,6 +541,21 @@ def test_every_class_the_docstring_names_has_cases_of_its_own():
     assert len({case.id for case in CASES}) == len(CASES) >= 100  # no case shadows another
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["generate", "--prompt", "a", "--top-k", "-1"],
+                                  ["serve", "--max-batch", "0"], ["evaluate", "--threads", "-1"]])
+def test_help_and_a_bad_option_answer_without_loading_tensorflow(argv):
+    """Seconds of TensorFlow import before a one-line answer: the option rules come first."""
+    code = ("import sys, runpy; sys.argv = ['charrnn', *sys.argv[1:]]\n"
+            "sys.modules['tensorflow'] = None  # importing it now raises ImportError\n"
+            "runpy.run_module('charrnn.cli', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert "tensorflow" not in done.stderr.lower() and "bug" not in done.stderr, done.stderr[-2000:]
+    if "--help" in argv:
+        assert done.returncode == 0 and "usage: charrnn" in done.stdout
+    else:
+        assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr[-2000:]
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 KiB file system at tmp_path/disk."""

@@ -36,13 +36,8 @@ import numpy as np
 from charrnn.core.redact import format_exception
 from charrnn.sampling.generation import Rows
 from charrnn.sampling.settings import SamplingSettings
+from charrnn.serve.options import DEFAULT_CHUNK, MAX_BATCH
 
-MAX_BATCH = 64  # the batch-invariance of generation is tested up to 64 rows
-# Characters per step: how often new requests can join and streams advance. Each extend call costs
-# ~1-2 ms beyond its characters on a 2-core CPU: 100 keeps that near 10% of a lone request's time
-# (bench/serve.py: a lone 500-character request took ~95 ms with 50, ~88 ms with 100), and a
-# newcomer waits at most one step (~15 ms alone, ~60 ms with 64 rows).
-DEFAULT_CHUNK = 100
 MAX_WAITING = 1_024  # requests in progress or waiting before new ones are refused
 
 log = logging.getLogger("charrnn.serve")

@@ -1,5 +1,6 @@
 """The options of `charrnn serve`, their defaults and their rules: one home for each, read by the
-command line (charrnn.serve.server) and by the app (charrnn.serve.app)."""
+command line (charrnn.serve.server) and by the app (charrnn.serve.app). Nothing here loads
+TensorFlow, so that `charrnn --help` and a bad option answer at once."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,13 @@ from dataclasses import dataclass
 
 from charrnn.core.errors import CharrnnError
 from charrnn.core.params import MAX_NUM_CHARS, MAX_PROMPTS
-from charrnn.serve.batching import DEFAULT_CHUNK, MAX_BATCH
+
+MAX_BATCH = 64  # the batch-invariance of generation is tested up to 64 rows
+# Characters per step: how often new requests can join and streams advance. Each extend call costs
+# ~1-2 ms beyond its characters on a 2-core CPU: 100 keeps that near 10% of a lone request's time
+# (bench/serve.py: a lone 500-character request took ~95 ms with 50, ~88 ms with 100), and a
+# newcomer waits at most one step (~15 ms alone, ~60 ms with 64 rows).
+DEFAULT_CHUNK = 100
 
 
 class ServeError(CharrnnError):
