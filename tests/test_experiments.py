@@ -219,7 +219,7 @@ def test_a_queued_grid_runs_as_the_readme_writes_it(tmp_path):
             status = project.run("dvc", "queue", "status").stdout
             if "Queued" not in status and "Running" not in status:
                 break
-            time.sleep(10)
+            time.sleep(2)
     finally:
         project.run("dvc", "queue", "stop", "--kill", check=False)
     tasks = [line.split() for line in status.splitlines() if line[:1].isalnum() and not line.startswith("Task")
