@@ -23,6 +23,7 @@ Errors come in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
 import json
 import time
 import uuid
+from typing import NamedTuple
 
 from charrnn.core.params import TEMPERATURE_RANGE
 from charrnn.sampling.settings import SamplingSettings, SettingsError, check_prompts
@@ -72,12 +73,11 @@ def router(served, defaults: SamplingSettings, limits, options, batcher):
                  openapi_extra=documented)
     async def completions(request: Request):
         try:
-            body = await _json_body(request)
-            prompts, settings, n, stop = read(body, CompletionRequest, served_id, defaults, limits)
-            for_rows = [p for p in prompts for _ in range(n)]
+            asked = read(await _json_body(request), CompletionRequest, served_id, defaults, limits)
+            for_rows = [p for p in asked.prompts for _ in range(asked.n)]
             check_prompts(served.vocab, for_rows, limits.max_prompts)
             try:
-                job = jobs.submit(batcher, for_rows, settings, options.request_timeout)
+                job = jobs.submit(batcher, for_rows, asked.settings, options.request_timeout)
             except jobs.ApiError as e:
                 raise OpenAIError(e.status, str(e), kind="server_error", code="busy", headers=e.headers) from None
         except SettingsError as e:
@@ -85,18 +85,17 @@ def router(served, defaults: SamplingSettings, limits, options, batcher):
         except OpenAIError as e:
             return _error(e)
         meta = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": served_id}
-        usage = {"prompt_tokens": sum(len(p) for p in prompts)}
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(_stream(job, meta, stop, usage, include_usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+        usage = {"prompt_tokens": sum(len(p) for p in asked.prompts)}
+        if asked.stream:
+            return StreamingResponse(_stream(job, meta, asked.stop, usage, asked.include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             texts = await jobs.collect(job, request)
         except jobs.ApiError as e:
             return _error(OpenAIError(e.status, str(e), kind="server_error"))
         choices = []
         for index, (prompt, text) in enumerate(zip(job.prompts, texts)):
-            cut, reason = _cut(text[len(prompt):], stop)
+            cut, reason = _cut(text[len(prompt):], asked.stop)
             choices.append({"text": cut, "index": index, "logprobs": None, "finish_reason": reason})
         generated = sum(len(c["text"]) for c in choices)
         return JSONResponse({**meta, "object": "text_completion", "choices": choices,
@@ -120,9 +119,18 @@ async def _json_body(request) -> dict:
     return body
 
 
-def read(body: dict, model, served_id: str, defaults: SamplingSettings,
-         limits) -> tuple[list[str], SamplingSettings, int, list[str]]:
-    """(prompts, settings, n, stop) of a completion request, or an OpenAIError naming the field.
+class Asked(NamedTuple):
+    """What a completion request asks for."""
+    prompts: list[str]
+    settings: SamplingSettings
+    n: int
+    stop: list[str]
+    stream: bool
+    include_usage: bool
+
+
+def read(body: dict, model, served_id: str, defaults: SamplingSettings, limits) -> Asked:
+    """What a completion request asks for, or an OpenAIError naming the field.
     `model` is the pydantic model of the request (charrnn.serve.schemas)."""
     from pydantic import ValidationError
 
@@ -148,7 +156,8 @@ def read(body: dict, model, served_id: str, defaults: SamplingSettings,
                                f"{len(prompts) * request.n}", param="n" if prompts else "prompt")
     values = {"num_chars": request.max_tokens, "temperature": max(request.temperature, TEMPERATURE_RANGE[0]),  # 0: greedy
               "top_p": request.top_p, "seed": request.seed}
-    return prompts, SamplingSettings.parse(values, defaults, limits.max_chars), request.n, _stop(request.stop)
+    return Asked(prompts, SamplingSettings.parse(values, defaults, limits.max_chars), request.n, _stop(request.stop),
+                 request.stream, bool((request.stream_options or {}).get("include_usage")))
 
 
 def _stop(stop) -> list[str]:
