@@ -95,7 +95,7 @@ JSON = {"Host": "127.0.0.1", "Content-Type": "application/json"}
 @pytest.mark.parametrize("host,status", [
     ("127.0.0.1", 200), ("localhost", 200), ("LOCALHOST:80", 200), ("[::1]:8000", 200), ("box.lan", 200),
     ("evil.example", 403), ("localhost.evil.example", 403), ("127.0.0.1.nip.io", 403), ("", 403), (None, 403),
-    ("localhost:abc", 403), ("[::1]evil.example", 403), ("127.0.0.1:80:80", 403),  # not host[:port]
+    ("localhost:abc", 403), ("[::1]evil.example", 403), ("[::1", 403), ("127.0.0.1:80:80", 403),  # not host[:port]
 ])
 def test_only_ip_literals_localhost_and_allowed_names_are_answered(open_server, host, status):
     headers = {"Content-Type": "application/json"} | ({} if host is None else {"Host": host})

@@ -71,12 +71,15 @@ def _hostname(host: str) -> str:
     host = host.strip()
     if host.startswith("["):
         name, bracket, rest = host[1:].partition("]")
+        if not bracket:
+            return ""
     elif host.count(":") == 1:
         name, rest = host.split(":")
         rest = ":" + rest
     else:
         name, rest = host, ""
-    if rest and not (rest[:1] == ":" and rest[1:].isascii() and rest[1:].isdigit() and len(rest) <= 6):
+    port = rest[1:]
+    if rest and not (rest.startswith(":") and port.isascii() and port.isdigit() and len(port) <= 5):
         return ""
     return name
 
