@@ -344,9 +344,9 @@ def test_unusable_prompts_are_refused(prompts, match):
     ({"top_k": -1}, "top_k must be"),
     ({"top_p": 0.0}, "top_p must be > 0 and <= 1"),
     ({"top_p": 1.5}, "top_p must be > 0 and <= 1"),
-    ({"top_p": 1e-40}, "top_p is too small for the 32-bit float"),  # 0 in the graph's float32
-    ({"top_p": 1e-300}, "top_p is too small for the 32-bit float"),
-    ({"top_p": 1e-45}, "top_p is too small for the 32-bit float"),
+    ({"top_p": 1e-40}, "top_p must be 0 or of a size a 32-bit float holds"),  # 0 in the graph's float32
+    ({"top_p": 1e-300}, "top_p must be 0 or of a size a 32-bit float holds"),
+    ({"top_p": 1e-45}, "top_p must be 0 or of a size a 32-bit float holds"),
     ({"temperature": "0.8"}, "temperature must be a finite number"),
     ({"num_chars": True}, "num_chars must be an integer"),
 ])

@@ -93,7 +93,7 @@ def test_the_pyfunc_model_gives_the_generators_text(project, exported, monkeypat
 
 @pytest.mark.parametrize("model_input,params,message", [
     (["ROMEO:"], {"temperature": 0.0}, "temperature must be a number from 1e-06 to 100, got 0.0"),
-    (["ROMEO:"], {"top_p": 1e-40}, "top_p is too small for the 32-bit float"),
+    (["ROMEO:"], {"top_p": 1e-40}, "top_p must be 0 or of a size a 32-bit float holds"),
     (["ROMEO:"], {"num_chars": 0}, "num_chars must be an integer from 1"),
     (["¿¡"], {}, "prompt 0 ('¿¡') has no character of the model's vocabulary"),
     ([""], {}, "prompt 0 is empty"),

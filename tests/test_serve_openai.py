@@ -116,7 +116,7 @@ def test_stop_cuts_the_text_before_the_first_stop_string(spawned, client, model_
     ({"max_tokens": 0}, "max_tokens", "max_tokens: Input should be greater than or equal to 1"),
     ({"temperature": 300.0}, "temperature", "temperature: Input should be less than or equal to 100"),
     ({"top_p": 0.0}, "top_p", "top_p: Input should be greater than 0"),
-    ({"top_p": 1e-40}, None, "top_p is too small for the 32-bit float"),
+    ({"top_p": 1e-40}, None, "top_p must be 0 or of a size a 32-bit float holds"),
     ({"n": 9}, "n", "n: Input should be less than or equal to 8"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "up to 4"),
 ])

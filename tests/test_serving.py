@@ -226,8 +226,8 @@ BAD = [
     (b'{"prompt": "a", "temperature": -1e400}', 422, "temperature: input should be a finite number"),
     ({"prompt": "a", "top_p": 0}, 422, "top_p: input should be greater than 0"),
     ({"prompt": "a", "top_p": 1.5}, 422, "top_p: input should be less than or equal to 1"),
-    ({"prompt": "a", "top_p": 1e-40}, 422, "top_p is too small for the 32-bit float"),  # 0 in float32
-    ({"prompt": "a", "top_p": 1e-300}, 422, "top_p is too small for the 32-bit float"),
+    ({"prompt": "a", "top_p": 1e-40}, 422, "top_p must be 0 or of a size a 32-bit float holds"),  # 0 in float32
+    ({"prompt": "a", "top_p": 1e-300}, 422, "top_p must be 0 or of a size a 32-bit float holds"),
     ({"prompt": "a", "top_k": -1}, 422, "top_k: input should be greater than or equal to 0"),
     ({"prompt": "a", "top_k": 2.5}, 422, "top_k: input should be a valid integer"),
     ({"prompt": "a", "seed": -1}, 422, "seed: input should be greater than or equal to 0"),

@@ -331,12 +331,9 @@ def problem(key: str, value) -> str | None:
 
 def _precision_problem(value) -> str | None:
     """Why a float cannot be the float32 the graph computes with, if it cannot."""
-    if isinstance(value, float) and value != 0 and abs(value) < FLOAT32_TINY:
-        return (f"is too small for the 32-bit float the model computes with, where it would be 0: give "
-                f"{FLOAT32_TINY:.2g} or more, got {value!r}")
-    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
-        return (f"is too large for the 32-bit float the model computes with, where it would be infinite: give "
-                f"{FLOAT32_MAX:.2g} or less, got {value!r}")
+    if isinstance(value, float) and value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+        return (f"must be 0 or of a size a 32-bit float holds ({FLOAT32_TINY:.2g} to {FLOAT32_MAX:.2g}), "
+                f"got {value!r}")
     return None
 
 
